@@ -1,0 +1,69 @@
+"""diga: DiGA (CVPR 2023) domain-adaptive semantic segmentation for any PyTorch model."""
+
+from diga._checks import set_value_checks, value_checks, value_checks_enabled
+from diga.augment import (
+    CrossDomainMix,
+    FourierTranslator,
+    IdentityTranslator,
+    StrongPhotometric,
+    Translator,
+    class_mix_mask,
+    fourier_translate,
+    mix_by_mask,
+    strong_photometric,
+)
+from diga.losses import (
+    SegmentationCELoss,
+    SymmetricKDLoss,
+    resize_logits,
+    segmentation_ce_loss,
+    symmetric_kd_loss,
+)
+from diga.metrics import ConfusionMatrix, iou_from_confusion, miou
+from diga.selectors import (
+    ClassBalancedSelector,
+    ClassCentroids,
+    ConfidenceThresholdSelector,
+    DynamicPseudoLabelSelector,
+    SelectionStats,
+    bilinear_argmax,
+    kept_fractions,
+    pseudo_label_confidence,
+)
+from diga.teacher import EMATeacher, unwrap_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassBalancedSelector",
+    "ClassCentroids",
+    "ConfidenceThresholdSelector",
+    "ConfusionMatrix",
+    "CrossDomainMix",
+    "DynamicPseudoLabelSelector",
+    "EMATeacher",
+    "FourierTranslator",
+    "IdentityTranslator",
+    "SegmentationCELoss",
+    "SelectionStats",
+    "StrongPhotometric",
+    "SymmetricKDLoss",
+    "Translator",
+    "__version__",
+    "bilinear_argmax",
+    "class_mix_mask",
+    "fourier_translate",
+    "iou_from_confusion",
+    "kept_fractions",
+    "miou",
+    "mix_by_mask",
+    "pseudo_label_confidence",
+    "resize_logits",
+    "segmentation_ce_loss",
+    "set_value_checks",
+    "strong_photometric",
+    "symmetric_kd_loss",
+    "unwrap_model",
+    "value_checks",
+    "value_checks_enabled",
+]

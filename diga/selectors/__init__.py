@@ -1,0 +1,22 @@
+"""Pseudo-label selection: class centroids, DiGA's dynamic selector, threshold baselines."""
+
+from diga.selectors._upsample import bilinear_argmax
+from diga.selectors.centroids import ClassCentroids
+from diga.selectors.dynamic import DynamicPseudoLabelSelector
+from diga.selectors.stats import SelectionStats, kept_fractions
+from diga.selectors.threshold import (
+    ClassBalancedSelector,
+    ConfidenceThresholdSelector,
+    pseudo_label_confidence,
+)
+
+__all__ = [
+    "ClassBalancedSelector",
+    "ClassCentroids",
+    "ConfidenceThresholdSelector",
+    "DynamicPseudoLabelSelector",
+    "SelectionStats",
+    "bilinear_argmax",
+    "kept_fractions",
+    "pseudo_label_confidence",
+]

@@ -1,0 +1,331 @@
+"""Class centroids in feature space: the bank DiGA's dynamic selection measures against."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diga import _dist
+from diga._checks import (
+    check_finite,
+    check_floating,
+    check_labels,
+    check_ndim,
+    check_nonempty,
+    check_number,
+    check_same_batch,
+)
+
+__all__ = ["ClassCentroids"]
+
+
+def _acc_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of ``(B, H, W)`` integer labels (a no-op at that size)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    out = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")
+    return out[:, 0].to(labels.dtype)
+
+
+class ClassCentroids(nn.Module):
+    """A ``(C, D)`` bank of class centroids, with running-mean initialisation and EMA updates.
+
+    * ``accumulate`` + ``finalize``: the initial pass. Sums and counts of the
+      features of every pixel assigned to a class are added up (pixel-weighted
+      running mean), reduced across ranks once in ``finalize`` and divided.
+    * ``update``: one EMA step per call, ``c <- (1 - momentum) c + momentum m``,
+      where ``m`` is the class mean over this batch (all ranks together);
+      classes with fewer than ``min_pixels`` pixels in the batch are left alone.
+    * ``distances`` / ``nearest`` / ``weights``: L2 distance of each feature to
+      each centroid, the nearest class, and ``softmax(-distance)`` over classes.
+
+    A pixel is assigned to class ``k`` when its label (resized to the feature
+    grid by nearest neighbour) is ``k``, and, when ``logits`` are given, the
+    prediction ``argmax(logits)`` (taken at the logits' resolution, then resized
+    by nearest neighbour) is ``k`` too, as in the paper's
+    ``calculate_mean_vector``. With no labels the prediction alone assigns.
+
+    Deliberate differences from the paper's ``Class_Features``, each for
+    correctness under more than one process: the paper applies one EMA step per
+    (image, class) vector in sequence (to first order ``momentum`` times the
+    number of images per step) where we apply one per class with the batch
+    mean; its initial pass is a running mean of per-image means capped at 3000
+    images, ours the pixel-weighted mean; it skips (image, class) pairs under 5
+    pixels, we skip classes under ``min_pixels`` in the batch. A class that has
+    never been seen has no centroid (``initialized`` is False): it is never
+    nearest and its first ``update`` sets it (the paper keeps a zero vector).
+
+    Args:
+        num_classes: ``C``.
+        dim: feature dimension ``D``.
+        momentum: EMA weight of the new batch mean (paper: 1e-4).
+        ignore_index: label value that is never a class.
+        min_pixels: fewest pixels of a class in a batch for ``update`` to move it.
+
+    Buffers:
+        ``centroids`` ``(C, D)`` float32; ``initialized`` ``(C,)`` bool; and the
+        initial pass's running sums and counts, so a half-done pass resumes.
+
+    Example:
+        >>> bank = ClassCentroids(num_classes=3, dim=2)
+        >>> feats = torch.tensor([[[[0., 1.]], [[0., 1.]]]])        # (1, 2, 1, 2)
+        >>> bank.accumulate(feats, labels=torch.tensor([[[0, 2]]]))
+        >>> bank.finalize()
+        tensor([[0., 0.],
+                [0., 0.],
+                [1., 1.]])
+        >>> bank.initialized.tolist()
+        [True, False, True]
+        >>> bank.nearest(torch.full((1, 2, 1, 1), 0.9)).tolist()
+        [[[2]]]
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        *,
+        momentum: float = 1e-4,
+        ignore_index: int = 255,
+        min_pixels: int = 5,
+    ) -> None:
+        super().__init__()
+        check_number(num_classes, "num_classes", low=1, integer=True)
+        check_number(dim, "dim", low=1, integer=True)
+        check_number(momentum, "momentum", low=0, high=1)
+        check_number(ignore_index, "ignore_index", integer=True)
+        check_number(min_pixels, "min_pixels", low=1, integer=True)
+        if 0 <= ignore_index < num_classes:
+            raise ValueError(
+                f"`ignore_index` must not be a class index in [0, {num_classes}), got {ignore_index}"
+            )
+        self.num_classes = int(num_classes)
+        self.dim = int(dim)
+        self.momentum = float(momentum)
+        self.ignore_index = int(ignore_index)
+        self.min_pixels = int(min_pixels)
+        self.register_buffer("centroids", torch.zeros(num_classes, dim))
+        self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
+        self.register_buffer("running_sum", torch.zeros(num_classes, dim, dtype=torch.float64))
+        self.register_buffer("running_count", torch.zeros(num_classes, dtype=torch.float64))
+
+    @classmethod
+    def from_tensor(
+        cls,
+        centroids: Tensor,
+        *,
+        momentum: float = 1e-4,
+        ignore_index: int = 255,
+        min_pixels: int = 5,
+    ) -> ClassCentroids:
+        """A bank holding the given ``(C, D)`` centroids, every class initialised.
+
+        Example:
+            >>> ClassCentroids.from_tensor(torch.eye(3)).centroids.shape
+            torch.Size([3, 3])
+        """
+        check_ndim(centroids, "centroids", 2, "(C, D)")
+        check_floating(centroids, "centroids")
+        check_nonempty(centroids, "centroids")
+        check_finite(centroids, "centroids")
+        bank = cls(
+            centroids.shape[0], centroids.shape[1], momentum=momentum,
+            ignore_index=ignore_index, min_pixels=min_pixels,
+        ).to(centroids.device)
+        bank.centroids.copy_(centroids.detach())
+        bank.initialized.fill_(True)
+        return bank
+
+    # ----------------------------------------------------------------- inputs
+    def _check_features(self, features: Tensor, name: str = "features") -> Tensor:
+        check_ndim(features, name, 4, "(B, D, h, w)")
+        check_floating(features, name)
+        check_nonempty(features, name)
+        if features.shape[1] != self.dim:
+            raise ValueError(
+                f"`{name}` must have D = {self.dim} channels, got shape {tuple(features.shape)}"
+            )
+        check_finite(features, name)
+        return features
+
+    def assign(
+        self, features: Tensor, labels: Tensor | None = None, logits: Tensor | None = None
+    ) -> Tensor:
+        """Class of each feature pixel, ``(B, h, w)`` int64; ``num_classes`` where unassigned.
+
+        Example:
+            >>> bank = ClassCentroids(2, 4)
+            >>> bank.assign(torch.zeros(1, 4, 2, 2), labels=torch.tensor([[[0, 1], [255, 1]]]))
+            tensor([[[0, 1],
+                     [2, 1]]])
+        """
+        self._check_features(features)
+        if labels is None and logits is None:
+            raise ValueError("`labels` and `logits` cannot both be None: pass at least one")
+        size = tuple(features.shape[-2:])
+        cls = None
+        if labels is not None:
+            check_labels(labels, "labels", num_classes=self.num_classes, ignore_index=self.ignore_index)
+            check_same_batch(features, labels, "features", "labels")
+            lab = resize_labels(labels, size)
+            cls = torch.where(lab == self.ignore_index, torch.full_like(lab, self.num_classes), lab)
+        if logits is not None:
+            check_ndim(logits, "logits", 4, "(B, C, h, w)")
+            check_same_batch(features, logits, "features", "logits")
+            if logits.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"`logits` must have C = {self.num_classes} channels, got shape {tuple(logits.shape)}"
+                )
+            pred = resize_labels(logits.argmax(dim=1), size)
+            if cls is None:
+                cls = pred
+            else:
+                cls = torch.where(cls == pred, cls, torch.full_like(cls, self.num_classes))
+        return cls
+
+    def _class_sums(self, features: Tensor, cls: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-class feature sums ``(C, D)`` and pixel counts ``(C,)`` (float, accumulation dtype)."""
+        b, d = features.shape[:2]
+        dtype = _acc_dtype(features)
+        with _no_autocast(features.device):
+            idx = cls.reshape(b, -1, 1)
+            onehot = features.new_zeros(b, idx.shape[1], self.num_classes + 1, dtype=dtype)
+            onehot.scatter_(2, idx, 1.0)  # (B, N, C+1), the size of one logits map
+            flat = features.reshape(b, d, -1).to(dtype)  # (B, D, N)
+            sums = torch.bmm(flat, onehot).sum(dim=0).T[: self.num_classes]  # (C, D)
+        counts = onehot.sum(dim=(0, 1))[: self.num_classes]
+        return sums, counts
+
+    # --------------------------------------------------------- initial pass
+    @torch.no_grad()
+    def accumulate(
+        self, features: Tensor, labels: Tensor | None = None, logits: Tensor | None = None
+    ) -> None:
+        """Add a batch to the initial pass's running sums (local; reduced in :meth:`finalize`).
+
+        Args:
+            features: ``(B, D, h, w)``.
+            labels: ``(B, H, W)`` int64 class indices or ``ignore_index``; optional.
+            logits: ``(B, C, h', w')`` predictions; optional. At least one of the two.
+        """
+        cls = self.assign(features, labels, logits)
+        sums, counts = self._class_sums(features, cls)
+        self.running_sum.add_(sums.to(self.running_sum.dtype))
+        self.running_count.add_(counts.to(self.running_count.dtype))
+
+    @torch.no_grad()
+    def finalize(self) -> Tensor:
+        """Reduce the running sums across ranks, set every seen class's centroid, reset the sums.
+
+        Classes no pixel reached keep their previous centroid and ``initialized`` state.
+        Every rank must call it (it is a collective under ``torch.distributed``).
+
+        Returns:
+            The ``(C, D)`` centroids.
+        """
+        _dist.all_reduce_sum_(self.running_sum, self.running_count)
+        seen = self.running_count > 0
+        mean = self.running_sum / self.running_count.clamp_min(1)[:, None]
+        self.centroids.copy_(torch.where(seen[:, None], mean.to(self.centroids.dtype), self.centroids))
+        self.initialized |= seen
+        self.reset_running()
+        return self.centroids
+
+    @torch.no_grad()
+    def reset_running(self) -> None:
+        """Forget a half-done initial pass."""
+        self.running_sum.zero_()
+        self.running_count.zero_()
+
+    # ------------------------------------------------------------ EMA step
+    @torch.no_grad()
+    def update(
+        self, features: Tensor, labels: Tensor | None = None, logits: Tensor | None = None
+    ) -> Tensor:
+        """One EMA step towards this batch's class means (all ranks' pixels together).
+
+        Args:
+            features: ``(B, D, h, w)`` (the teacher's, in DiGA).
+            labels: ``(B, H, W)`` labels or selected pseudo-labels; optional.
+            logits: ``(B, C, h', w')``; where given, only pixels whose
+                prediction agrees with the label count.
+
+        Returns:
+            ``(C,)`` bool, the classes that moved.
+
+        Example:
+            >>> bank = ClassCentroids.from_tensor(torch.zeros(2, 1), momentum=0.5, min_pixels=1)
+            >>> bank.update(torch.ones(1, 1, 1, 2), labels=torch.tensor([[[1, 1]]])).tolist()
+            [False, True]
+            >>> bank.centroids.flatten().tolist()
+            [0.0, 0.5]
+        """
+        cls = self.assign(features, labels, logits)
+        sums, counts = self._class_sums(features, cls)
+        _dist.all_reduce_sum_(sums, counts)
+        moved = counts >= self.min_pixels
+        mean = (sums / counts.clamp_min(1)[:, None]).to(self.centroids.dtype)
+        ema = torch.lerp(self.centroids, mean, self.momentum)
+        new = torch.where(self.initialized[:, None], ema, mean)
+        self.centroids.copy_(torch.where(moved[:, None], new, self.centroids))
+        self.initialized |= moved
+        return moved
+
+    # --------------------------------------------------------- measuring
+    def _sq_distances(self, features: Tensor) -> Tensor:
+        """Squared L2 distances ``(B, C, h, w)`` in the accumulation dtype, by ``|f|^2 - 2fc + |c|^2``."""
+        self._check_features(features)
+        dtype = _acc_dtype(features)
+        b, d, h, w = features.shape
+        with _no_autocast(features.device):
+            f = features.reshape(b, d, h * w).to(dtype)
+            c = self.centroids.to(device=features.device, dtype=dtype)
+            cross = torch.einsum("cd,bdn->bcn", c, f)
+            sq = (f * f).sum(dim=1, keepdim=True) - 2 * cross + (c * c).sum(dim=1)[None, :, None]
+        return sq.clamp_min_(0).reshape(b, self.num_classes, h, w)
+
+    def distances(self, features: Tensor) -> Tensor:
+        """L2 distance of every feature to every centroid.
+
+        Args:
+            features: ``(B, D, h, w)``.
+
+        Returns:
+            ``(B, C, h, w)`` in the features' dtype (computed in float32).
+
+        Example:
+            >>> bank = ClassCentroids.from_tensor(torch.tensor([[0., 0.], [3., 4.]]))
+            >>> bank.distances(torch.zeros(1, 2, 1, 1)).flatten().tolist()
+            [0.0, 5.0]
+        """
+        return self._sq_distances(features).sqrt_().to(features.dtype)
+
+    def weights(self, features: Tensor) -> Tensor:
+        """``softmax(-distance)`` over classes, ``(B, C, h, w)`` float32 (float64 for float64 input).
+
+        Classes with no centroid yet get weight 0 (while at least one class has one).
+        """
+        neg = -self._sq_distances(features).sqrt_()
+        unseen = ~self.initialized.to(neg.device)
+        masked = neg.masked_fill(unseen[None, :, None, None], float("-inf"))
+        neg = torch.where(unseen.all(), neg, masked)
+        return torch.softmax(neg, dim=1)
+
+    def nearest(self, features: Tensor) -> Tensor:
+        """Class of the nearest centroid, ``(B, h, w)`` int64 (classes with no centroid excluded)."""
+        return self.weights(features).argmax(dim=1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}, "
+            f"ignore_index={self.ignore_index}, min_pixels={self.min_pixels}"
+        )

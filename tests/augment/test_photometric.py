@@ -1,0 +1,118 @@
+"""StrongPhotometric: each step against kornia's kernels, per-image sampling statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kornia.augmentation import RandomGaussianBlur, RandomGrayscale
+from kornia.color import rgb_to_grayscale
+from kornia.enhance import sharpness
+
+from diga import StrongPhotometric, strong_photometric
+
+OFF = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, sharpness_p=0.0)
+
+
+def only(**kw):
+    return {**OFF, "beta": 1.0, **kw}
+
+
+class TestStrongPhotometric:
+    def test_beta_zero_is_identity(self, gen):
+        x = torch.rand(3, 3, 8, 8, generator=gen)
+        assert torch.equal(strong_photometric(x, beta=0.0, generator=gen), x)
+
+    def test_all_steps_off_is_identity(self, gen):
+        x = torch.rand(3, 3, 8, 8, generator=gen)
+        assert torch.equal(strong_photometric(x, **only(), generator=gen), x)
+
+    def test_grayscale_matches_kornia(self, gen):
+        x = torch.rand(2, 3, 8, 8, generator=gen)
+        out = strong_photometric(x, **only(grayscale_p=1.0), generator=gen)
+        torch.testing.assert_close(out, rgb_to_grayscale(x).expand_as(x))
+        torch.testing.assert_close(out, RandomGrayscale(p=1.0)(x))
+
+    def test_blur_matches_kornia(self, gen):
+        x = torch.rand(2, 3, 9, 9, generator=gen)
+        out = strong_photometric(x, **only(blur_p=1.0), generator=gen)
+        torch.testing.assert_close(out, RandomGaussianBlur((3, 3), (2.0, 2.0), p=1.0)(x))
+
+    def test_sharpness_factor_range(self, gen):
+        # sharpness factor u ~ U[0, 0.5]: out = blend(smoothed, x, u); recover u per image.
+        x = torch.rand(400, 3, 6, 6, generator=gen)
+        out = strong_photometric(x, **only(sharpness_p=1.0), generator=gen)
+        smooth = sharpness(x, torch.zeros(400))
+        u = ((out - smooth).flatten(1) * (x - smooth).flatten(1)).sum(1) / (
+            (x - smooth).flatten(1).pow(2).sum(1)
+        )
+        assert u.min() >= -1e-4 and u.max() <= 0.5 + 1e-4
+        assert abs(u.mean().item() - 0.25) < 0.03
+
+    def test_brightness_uniform_and_probability(self):
+        # Mid-grey images, brightness only: out - x is the additive factor - 1 ~ U[-0.4, 0.4].
+        g = torch.Generator().manual_seed(3)
+        x = torch.full((2000, 3, 2, 2), 0.5)
+        out = strong_photometric(
+            x, **only(jitter_p=0.5, brightness=0.4, contrast=0.0, saturation=0.0, hue=0.0), generator=g
+        )
+        shift = (out - x).mean(dim=(1, 2, 3))
+        jittered = shift != 0
+        assert abs(jittered.float().mean().item() - 0.5) < 0.05
+        s = shift[jittered]
+        assert s.abs().max() <= 0.4 + 1e-6
+        assert abs(s.mean().item()) < 0.02 and abs(s.var().item() - 0.8**2 / 12) < 0.01
+        # Untouched images are bit-exact.
+        assert torch.equal(out[~jittered], x[~jittered])
+
+    def test_step_probabilities(self):
+        g = torch.Generator().manual_seed(4)
+        x = torch.rand(1000, 3, 4, 4, generator=g)
+        out = strong_photometric(x, **only(grayscale_p=0.3), generator=g)
+        gray = (out[:, 0] == out[:, 1]).all(dim=(1, 2)) & (out[:, 1] == out[:, 2]).all(dim=(1, 2))
+        assert abs(gray.float().mean().item() - 0.3) < 0.05
+
+    def test_sampled_per_image(self, gen):
+        x = torch.rand(1, 3, 8, 8, generator=gen).expand(16, 3, 8, 8).contiguous()
+        out = StrongPhotometric()(x, generator=gen)
+        assert len({tuple(o.flatten()[:5].tolist()) for o in out}) > 4
+
+    def test_blend(self, gen):
+        x = torch.rand(2, 3, 8, 8, generator=gen)
+        aug = strong_photometric(x, **only(grayscale_p=1.0), generator=gen)
+        out = strong_photometric(x, **{**only(grayscale_p=1.0), "beta": 0.4}, generator=gen)
+        torch.testing.assert_close(out, 0.4 * aug + 0.6 * x)
+
+    def test_seeded_determinism(self):
+        x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        a = StrongPhotometric()(x, generator=torch.Generator().manual_seed(5))
+        b = StrongPhotometric()(x, generator=torch.Generator().manual_seed(5))
+        assert torch.equal(a, b)
+
+    def test_range_dtype_device(self, gen, device, low_dtype):
+        x = torch.rand(4, 3, 8, 8, generator=gen).to(device=device, dtype=low_dtype)
+        out = StrongPhotometric()(x, generator=torch.Generator().manual_seed(0))
+        assert out.dtype == low_dtype and out.device.type == device.type
+        assert out.min() >= 0 and out.max() <= 1
+
+    @pytest.mark.parametrize(
+        "images, match",
+        [
+            (torch.rand(3, 8, 8), "images"),
+            (torch.rand(1, 1, 8, 8), "channels"),
+            (torch.rand(1, 3, 8, 8) * 255, r"\[0, 1\]"),
+            (torch.zeros(0, 3, 8, 8), "empty"),
+            (torch.full((1, 3, 8, 8), float("nan")), "finite"),
+        ],
+    )
+    def test_bad_images(self, images, match):
+        with pytest.raises(ValueError, match=match):
+            strong_photometric(images)
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [({"beta": 1.5}, "beta"), ({"blur_p": -0.1}, "blur_p"), ({"blur_kernel": 4}, "blur_kernel"),
+         ({"hue": 0.7}, "hue"), ({"blur_sigma": 0.0}, "blur_sigma")],
+    )
+    def test_bad_settings(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            StrongPhotometric(**kwargs)

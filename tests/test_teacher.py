@@ -1,0 +1,120 @@
+"""EMATeacher against the paper's update_teacher_params loop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from diga import EMATeacher
+
+
+def small_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Conv2d(4, 2, 1))
+
+
+def paper_update(teacher, student, iteration, momentum=0.999):
+    """update_teacher_params(stage0=True): one assignment per parameter, buffers untouched."""
+    alpha = min(1 - 1 / (iteration + 1), momentum)
+    for tp, sp in zip(teacher.parameters(), student.parameters(), strict=True):
+        tp.data[:] = alpha * tp[:].data[:] + (1 - alpha) * sp[:].data[:]
+
+
+class TestEMATeacher:
+    def test_matches_paper_ramp(self):
+        torch.manual_seed(0)
+        student = small_net()
+        teacher = EMATeacher(student, momentum=0.9)
+        ref = copy.deepcopy(student)
+        for step in range(30):
+            with torch.no_grad():
+                for p in student.parameters():
+                    p.add_(torch.randn_like(p) * 0.1)
+            teacher.update(student)
+            paper_update(ref, student, step, momentum=0.9)
+        for a, b in zip(teacher.model.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(a, b)
+        assert teacher.step == 30
+        assert teacher.alpha() == 0.9 and teacher.alpha(0) == 0.0 and teacher.alpha(1) == 0.5
+
+    def test_buffers_follow_student(self):
+        student = small_net()
+        teacher = EMATeacher(student)
+        student.train()
+        student(torch.randn(2, 3, 8, 8))
+        teacher.update(student)
+        torch.testing.assert_close(teacher.model[1].running_mean, student[1].running_mean)
+        assert teacher.model[1].num_batches_tracked == student[1].num_batches_tracked
+
+    def test_frozen_and_eval(self):
+        student = small_net().train()
+        teacher = EMATeacher(student)
+        assert not any(p.requires_grad for p in teacher.parameters())
+        assert not teacher.model.training
+        teacher.train()
+        assert not teacher.model.training  # stays in eval mode
+        x = torch.randn(1, 3, 8, 8)
+        out = teacher(x)
+        assert not out.requires_grad
+        assert torch.equal(out, teacher(x))  # dropout off
+
+    def test_paper_train_mode_option(self):
+        teacher = EMATeacher(small_net().train(), train_mode=True)
+        assert teacher.model.training
+        teacher.eval()
+        assert not teacher.model.training
+
+    def test_state_dict_round_trip(self):
+        student = small_net()
+        teacher = EMATeacher(student, momentum=0.99)
+        for _ in range(5):
+            teacher.update(student)
+        other = EMATeacher(small_net(), momentum=0.99)
+        other.load_state_dict(teacher.state_dict())
+        assert other.step == 5
+        for a, b in zip(other.parameters(), teacher.parameters(), strict=True):
+            assert torch.equal(a, b)
+
+    def test_wrapped_students(self):
+        student = small_net()
+        dp = nn.DataParallel(student)
+        teacher = EMATeacher(dp)
+        assert isinstance(teacher.model, nn.Sequential)
+        with torch.no_grad():
+            student[0].weight.add_(1)
+        teacher.update(dp)
+        assert torch.equal(teacher.model[0].weight, student[0].weight)
+        compiled = torch.compile(student)
+        teacher2 = EMATeacher(compiled)
+        assert isinstance(teacher2.model, nn.Sequential)
+        teacher2.update(compiled)
+
+    def test_fused_update_one_call_per_dtype(self, monkeypatch):
+        calls = []
+        real = torch._foreach_lerp_
+
+        def spy(*args, **kwargs):
+            calls.append(len(args[0]))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(torch, "_foreach_lerp_", spy)
+        student = small_net()
+        EMATeacher(student).update(student)
+        assert calls == [len(list(student.parameters()))]
+
+    def test_low_precision_teacher(self):
+        student = small_net().to(torch.bfloat16)
+        teacher = EMATeacher(student)
+        teacher.update(student)
+        assert next(teacher.parameters()).dtype == torch.bfloat16
+
+    def test_bad_input(self):
+        with pytest.raises(ValueError, match="student"):
+            EMATeacher("model")
+        with pytest.raises(ValueError, match="momentum"):
+            EMATeacher(small_net(), momentum=1.5)
+        teacher = EMATeacher(small_net())
+        with pytest.raises(ValueError, match="student"):
+            teacher.update(nn.Linear(2, 2))
