@@ -1,5 +1,7 @@
-"""Data: class tables (and, in later modules, datasets and the built-in domain shift)."""
+"""Data: datasets (Cityscapes, GTA5, SYNTHIA, any folder, the built-in shift), transforms, class tables."""
 
+from diga.data._base import SegmentationDataset
+from diga.data.cityscapes import Cityscapes
 from diga.data.classes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_ID_TO_TRAIN_ID,
@@ -13,17 +15,49 @@ from diga.data.classes import (
     lookup_table,
     map_labels,
 )
+from diga.data.folder import SegmentationFolder
+from diga.data.gta5 import GTA5
+from diga.data.io import IMAGE_SUFFIXES, load_image, load_label, save_label
+from diga.data.pseudo import PseudoLabelled, item_name
+from diga.data.synthia import Synthia
+from diga.data.transforms import (
+    PairedCompose,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScaleCrop,
+    Resize,
+    item_generator,
+    resize_label,
+)
 
 __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_ID_TO_TRAIN_ID",
     "CITYSCAPES_PALETTE",
+    "GTA5",
+    "IMAGE_SUFFIXES",
     "SYNTHIA13_CLASSES",
     "SYNTHIA13_IN_16",
     "SYNTHIA16_CLASSES",
     "SYNTHIA16_IN_19",
     "SYNTHIA_ID_TO_TRAIN_ID",
     "SYNTHIA_PALETTE",
+    "Cityscapes",
+    "PairedCompose",
+    "PseudoLabelled",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomScaleCrop",
+    "Resize",
+    "SegmentationDataset",
+    "SegmentationFolder",
+    "Synthia",
+    "item_generator",
+    "item_name",
+    "load_image",
+    "load_label",
     "lookup_table",
     "map_labels",
+    "resize_label",
+    "save_label",
 ]

@@ -1,0 +1,61 @@
+"""Pair any dataset's items with pseudo-labels written by ``diga.engine.generate_pseudo_labels``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+__all__ = ["PseudoLabelled", "item_name"]
+
+
+def item_name(item: Any, index: int) -> str:
+    """The file stem an item's pseudo-label is stored under: its ``"name"``, else the zero-padded index.
+
+    Example:
+        >>> item_name({"name": "aachen/a_000001"}, 3), item_name((None,), 3)
+        ('aachen/a_000001', '000003')
+    """
+    if isinstance(item, dict) and "name" in item:
+        return str(item["name"])
+    return f"{index:06d}"
+
+
+class PseudoLabelled(Dataset):
+    """Items of ``dataset`` as dicts with a ``"pseudo_label"`` read from ``directory/<name>.png``.
+
+    For datasets without their own pseudo-label support (e.g. the built-in
+    :class:`~diga.data.SyntheticShift`, or any ``(image, label)`` dataset).
+    Items that are tuples become ``{"image", "label"}``; the dataset's labels are
+    kept (for monitoring pseudo-label precision; never trained on).
+
+    Args:
+        dataset: the target dataset (index ``i`` named as by :func:`item_name`).
+        directory: where the pseudo-labels were written.
+
+    Raises:
+        FileNotFoundError: naming the directory if it is missing, and naming the
+            file when an item's pseudo-label is.
+    """
+
+    supports_virtual_index = False
+
+    def __init__(self, dataset: Dataset, directory: str | os.PathLike) -> None:
+        self.dataset = dataset
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"pseudo-label directory not found: {self.directory}")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        from diga.data.io import load_label
+
+        item = self.dataset[index]
+        out = dict(item) if isinstance(item, dict) else dict(zip(("image", "label"), item, strict=False))
+        path = self.directory / f"{item_name(item, index)}.png"
+        out["pseudo_label"] = load_label(path)
+        return out
