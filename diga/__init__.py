@@ -1,6 +1,7 @@
 """diga: DiGA (CVPR 2023) domain-adaptive semantic segmentation for any PyTorch model."""
 
 from diga._checks import set_value_checks, value_checks, value_checks_enabled
+from diga.adapter import Adapter, StepOutput
 from diga.augment import (
     CrossDomainMix,
     FourierTranslator,
@@ -20,6 +21,16 @@ from diga.losses import (
     symmetric_kd_loss,
 )
 from diga.metrics import ConfusionMatrix, iou_from_confusion, miou
+from diga.models import (
+    DeepLabV2,
+    FeatureSegmenter,
+    TimmSegmenter,
+    create_model,
+    list_models,
+    model_from_config,
+    param_groups,
+    with_features,
+)
 from diga.selectors import (
     ClassBalancedSelector,
     ClassCentroids,
@@ -35,28 +46,37 @@ from diga.teacher import EMATeacher, unwrap_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adapter",
     "ClassBalancedSelector",
     "ClassCentroids",
     "ConfidenceThresholdSelector",
     "ConfusionMatrix",
     "CrossDomainMix",
+    "DeepLabV2",
     "DynamicPseudoLabelSelector",
     "EMATeacher",
+    "FeatureSegmenter",
     "FourierTranslator",
     "IdentityTranslator",
     "SegmentationCELoss",
     "SelectionStats",
+    "StepOutput",
     "StrongPhotometric",
     "SymmetricKDLoss",
+    "TimmSegmenter",
     "Translator",
     "__version__",
     "bilinear_argmax",
     "class_mix_mask",
+    "create_model",
     "fourier_translate",
     "iou_from_confusion",
     "kept_fractions",
+    "list_models",
     "miou",
     "mix_by_mask",
+    "model_from_config",
+    "param_groups",
     "pseudo_label_confidence",
     "resize_logits",
     "segmentation_ce_loss",
@@ -66,4 +86,5 @@ __all__ = [
     "unwrap_model",
     "value_checks",
     "value_checks_enabled",
+    "with_features",
 ]

@@ -1,0 +1,542 @@
+"""Adapter: DiGA's warm-up step and self-training step around any segmentation model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diga._checks import check_images, check_labels, check_number, check_same_batch, check_same_spatial
+from diga.augment import CrossDomainMix, StrongPhotometric, Translator, class_mix_mask, mix_by_mask
+from diga.losses import SymmetricKDLoss, resize_logits, segmentation_ce_loss
+from diga.models import FeatureSegmenter, with_features
+from diga.selectors import ClassCentroids, DynamicPseudoLabelSelector, kept_fractions
+from diga.teacher import EMATeacher, unwrap_model
+
+__all__ = ["Adapter", "StepOutput", "batch_images"]
+
+
+@dataclass
+class StepOutput:
+    """What one Adapter step returns.
+
+    Attributes:
+        loss: the scalar to call ``backward()`` on.
+        parts: detached scalar tensors: every loss term, and in self-training the
+            kept fraction of pseudo-labels overall (``kept``) and per class
+            (``kept/<k>``), plus pseudo-label precision before and after selection
+            when target labels were given for monitoring. Tensors stay on device:
+            read them (``float(v)``) only when you log.
+        images: detached tensors built during the step, for visualisation.
+    """
+
+    loss: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+    images: dict[str, Tensor] = field(default_factory=dict)
+
+
+def batch_images(batch: Any) -> Tensor:
+    """The image tensor of a batch: a tensor, the first item of a tuple/list, or ``batch["image"]``."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, dict) and "image" in batch:
+        return batch["image"]
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise ValueError(
+        "each batch must be an image tensor, an (images, ...) tuple or a dict with key 'image', "
+        f"got {type(batch).__name__}"
+    )
+
+
+def _is_feature_model(model: nn.Module) -> bool:
+    return isinstance(unwrap_model(model), FeatureSegmenter)
+
+
+class Adapter(nn.Module):
+    """DiGA around a segmentation model: one warm-up step, one self-training step.
+
+    Owns the student (wrapped with :func:`diga.models.with_features`, so it takes
+    RGB in ``[0, 1]`` and returns ``(logits, features)``), the EMA teacher, the
+    cross-domain mix, the strong augmentations, the KD loss, the class centroids
+    and the pseudo-label selector. It owns no optimiser, data loading or
+    logging: the user's loop is
+
+    .. code-block:: python
+
+        out = adapter.warmup_step(src_img, src_lbl, tgt_img)        # stage 1
+        out.loss.backward(); opt.step(); opt.zero_grad(); adapter.update_teacher()
+        adapter.init_centroids(target_loader)                       # stage 3
+        out = adapter.self_training_step(src_img, src_lbl, tgt_img, tgt_pseudo)  # stage 4
+
+    Teacher timing: the paper updates the teacher at the start of each iteration,
+    so iteration ``i`` sees the true average of students ``0..i``. The
+    construction copy counts as that first (iteration-0) update, so calling
+    :meth:`update_teacher` after each optimiser step reproduces the paper's
+    sequence exactly.
+
+    Args:
+        model: any segmentation model (smp, :class:`~diga.models.TimmSegmenter`,
+            :class:`~diga.models.DeepLabV2`, or yours with ``feature_layer``), or
+            an already wrapped ``FeatureSegmenter``.
+        num_classes: ``C``.
+        translator: source -> target :class:`~diga.Translator` (identity if None).
+        augment: warm-up strong augmentation (default ``StrongPhotometric(beta=0.4)``).
+        st_augment: self-training strong augmentation for the target and the
+            source mixture (default ``StrongPhotometric(beta=0.3)``, the paper's).
+        kd_weight: lambda of the KD term in warm-up (paper 0.5).
+        st_kd_weight: lambda of the KD term in self-training (paper 0.25).
+        teacher_momentum: EMA ceiling (paper 0.999).
+        centroid_momentum: centroid EMA weight (paper 1e-4).
+        ignore_index: label value that carries no label.
+        feature_layer: for models smp/timm/DeepLabV2 do not cover, the dotted name
+            of the layer whose output is the feature.
+        feature_dim: ``D``; read from the wrapped model, or found by one dry forward.
+        selector: pseudo-label selector; default :class:`~diga.DynamicPseudoLabelSelector`
+            on this adapter's centroids. Threshold baselines work too.
+        kd_mask_ignore: leave source ignore pixels out of the KD terms (the paper
+            keeps every pixel; default False matches it).
+        target_bn_leak: reproduce the paper script's warm-up leak: the student
+            runs on the target batch in train mode (no gradient), so target
+            batch-norm statistics enter the "source-only" warm-up.
+        teacher_train_mode: keep the teacher in train mode like the paper's script.
+
+    Example:
+        >>> import segmentation_models_pytorch as smp
+        >>> net = smp.Unet("resnet18", encoder_weights=None, classes=4, encoder_depth=3,
+        ...                decoder_channels=(32, 16, 8))
+        >>> adapter = Adapter(net, num_classes=4)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> src, tgt = torch.rand(2, 2, 3, 32, 32, generator=g)
+        >>> lbl = torch.randint(0, 4, (2, 32, 32), generator=g)
+        >>> out = adapter.warmup_step(src, lbl, tgt, generator=g)
+        >>> out.loss.backward()
+        >>> sorted(out.parts)
+        ['ce', 'kd', 'loss']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        *,
+        translator: Translator | None = None,
+        augment: nn.Module | None = None,
+        st_augment: nn.Module | None = None,
+        kd_weight: float = 0.5,
+        st_kd_weight: float = 0.25,
+        teacher_momentum: float = 0.999,
+        centroid_momentum: float = 1e-4,
+        ignore_index: int = 255,
+        feature_layer: str | None = None,
+        feature_dim: int | None = None,
+        selector: nn.Module | None = None,
+        kd_mask_ignore: bool = False,
+        target_bn_leak: bool = False,
+        teacher_train_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"`model` must be an nn.Module, got {type(model).__name__}")
+        check_number(num_classes, "num_classes", low=1, integer=True)
+        check_number(kd_weight, "kd_weight", low=0)
+        check_number(st_kd_weight, "st_kd_weight", low=0)
+        check_number(ignore_index, "ignore_index", integer=True)
+        if translator is not None and not callable(translator):
+            raise ValueError(f"`translator` must be callable (source, target) -> images, got {translator!r}")
+        self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
+        self.kd_weight = float(kd_weight)
+        self.st_kd_weight = float(st_kd_weight)
+        self.kd_mask_ignore = bool(kd_mask_ignore)
+        self.target_bn_leak = bool(target_bn_leak)
+
+        self.student = model if _is_feature_model(model) else with_features(model, feature_layer)
+        self.teacher = EMATeacher(self.student, teacher_momentum, train_mode=teacher_train_mode)
+        self.teacher.update(self.student)  # the paper's iteration-0 copy: see the class docstring
+        self.translator = translator
+        self.augment = augment if augment is not None else StrongPhotometric(beta=0.4)
+        self.st_augment = st_augment if st_augment is not None else StrongPhotometric(beta=0.3)
+        self.mix = CrossDomainMix(ignore_index=ignore_index, num_classes=num_classes)
+        self.kd = SymmetricKDLoss(augmented_weight=0.5, ignore_index=ignore_index)
+        dim = feature_dim if feature_dim is not None else self._feature_dim()
+        self.centroids = ClassCentroids(
+            num_classes, dim, momentum=centroid_momentum, ignore_index=ignore_index
+        )
+        self.selector = selector if selector is not None else DynamicPseudoLabelSelector(
+            self.centroids, ignore_index=ignore_index
+        )
+        self.step = 0
+
+    # ------------------------------------------------------------- helpers
+    def _feature_dim(self) -> int:
+        dim = getattr(unwrap_model(self.student), "feature_dim", None)
+        if isinstance(dim, int) and dim > 0:
+            return dim
+        model = unwrap_model(self.student)
+        was_training = model.training
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        model.eval()
+        try:
+            with torch.no_grad():
+                _, feats = model(torch.zeros(1, 3, 64, 64, device=device))
+        finally:
+            model.train(was_training)
+        return int(feats.shape[1])
+
+    def _translate(self, source: Tensor, target: Tensor | None) -> Tensor:
+        if self.translator is None or target is None:
+            return source
+        with torch.no_grad():
+            out = self.translator(source, target)
+        if not isinstance(out, Tensor) or out.shape != source.shape:
+            raise ValueError(
+                f"`translator` must return images shaped like the source {tuple(source.shape)}, "
+                f"got {getattr(out, 'shape', type(out).__name__)}"
+            )
+        return out.detach().to(source.dtype)
+
+    def _check_source(self, images: Tensor, labels: Tensor) -> None:
+        check_images(images, "source_images")
+        check_labels(labels, "source_labels", num_classes=self.num_classes, ignore_index=self.ignore_index)
+        check_same_batch(images, labels, "source_images", "source_labels")
+        check_same_spatial(images, labels, "source_images", "source_labels")
+
+    def _kd(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
+        size = labels.shape[-2:]
+        return self.kd(
+            resize_logits(student_logits, size),
+            resize_logits(teacher_logits, size),
+            labels if self.kd_mask_ignore else None,
+        )
+
+    @property
+    def train_student(self) -> nn.Module:
+        """The module training forwards go through: the student, or its DDP wrapper."""
+        wrapped = self.__dict__.get("_wrapped_student")
+        return wrapped if wrapped is not None else self.student
+
+    def distribute(self, wrap) -> nn.Module:
+        """Route training forwards through ``wrap(self.student)`` (e.g. DDP), keeping state_dict keys.
+
+        Example (under ``torchrun``):
+            ``adapter.distribute(lambda m: DistributedDataParallel(m, device_ids=[rank]))``
+        """
+        wrapped = wrap(self.student)
+        if not isinstance(wrapped, nn.Module):
+            raise ValueError(f"`wrap` must return an nn.Module, got {type(wrapped).__name__}")
+        self.__dict__["_wrapped_student"] = wrapped  # not registered: state_dict keys stay plain
+        return wrapped
+
+    def source_only_step(self, source_images: Tensor, source_labels: Tensor) -> StepOutput:
+        """The baseline: cross-entropy on the clean source view alone (no KD, no mix)."""
+        self._check_source(source_images, source_labels)
+        logits, _ = self.train_student(source_images)
+        ce = segmentation_ce_loss(logits, source_labels, ignore_index=self.ignore_index)
+        self.step += 1
+        return StepOutput(loss=ce, parts={"loss": ce.detach(), "ce": ce.detach()},
+                          images={"source": source_images.detach()})
+
+    def update_teacher(self) -> None:
+        """One EMA step of the teacher towards the student (after each optimiser step)."""
+        self.teacher.update(self.student)
+
+    @torch.no_grad()
+    def reset_teacher(self) -> None:
+        """Restart the teacher from the student, ramp included (the paper does this per stage)."""
+        self.teacher.step = 0
+        self.teacher.update(self.student)
+
+    # ------------------------------------------------------------ warm-up
+    def warmup_step(
+        self,
+        source_images: Tensor,
+        source_labels: Tensor,
+        target_images: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> StepOutput:
+        """Stage 1: CE on the clean source view + ``kd_weight`` x symmetric KD across two views.
+
+        The translated source (style reference: ``target_images``; identity
+        without translator) is the background onto which half of the source
+        classes of the strongly augmented source are pasted. Student and teacher
+        each see ``[clean; mixed]`` in one batched forward. The target batch
+        serves the translator only (unless ``target_bn_leak``).
+
+        Args:
+            source_images: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
+            source_labels: ``(B, H, W)`` int64.
+            target_images: ``(B_t, 3, H', W')`` RGB in ``[0, 1]``; optional.
+            generator: random source for the augmentation and the mix.
+        """
+        self._check_source(source_images, source_labels)
+        if target_images is not None:
+            check_images(target_images, "target_images")
+        b = source_images.shape[0]
+        translated = self._translate(source_images, target_images)
+        augmented = self.augment(source_images, generator=generator)
+        mixed, _, mask = self.mix(augmented, translated, source_labels, generator=generator)
+        views = torch.cat([source_images, mixed])
+
+        if self.target_bn_leak and target_images is not None:
+            with torch.no_grad():
+                self.train_student(target_images)
+        student_logits, _ = self.train_student(views)
+        teacher_logits, _ = self.teacher(views)
+
+        ce = segmentation_ce_loss(student_logits[:b], source_labels, ignore_index=self.ignore_index)
+        kd = self._kd(student_logits, teacher_logits, source_labels)
+        loss = ce + self.kd_weight * kd
+        self.step += 1
+        return StepOutput(
+            loss=loss,
+            parts={"loss": loss.detach(), "ce": ce.detach(), "kd": kd.detach()},
+            images={
+                "source": source_images.detach(),
+                "translated": translated,
+                "augmented": augmented.detach(),
+                "mixed": mixed.detach(),
+                "mask": mask,
+            },
+        )
+
+    # ------------------------------------------------------- self-training
+    def _teacher_forward(self, clean: Tensor, mixed: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """Teacher logits/features on [clean; mixed] and on the target (one forward in eval mode)."""
+        b = clean.shape[0]
+        if not self.teacher.model.training and clean.shape[-2:] == target.shape[-2:]:
+            logits, feats = self.teacher(torch.cat([clean, mixed, target]))
+            return logits[: 2 * b], feats[: 2 * b], logits[2 * b :], feats[2 * b :]
+        logits, feats = self.teacher(torch.cat([clean, mixed]))
+        t_logits, t_feats = self.teacher(target)
+        return logits, feats, t_logits, t_feats
+
+    def self_training_step(
+        self,
+        source_images: Tensor,
+        source_labels: Tensor,
+        target_images: Tensor,
+        target_pseudo_labels: Tensor | None = None,
+        *,
+        target_labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> StepOutput:
+        """Stage 4: selected target pseudo-labels through a DACS mix, source CE, ``st_kd_weight`` x KD.
+
+        1. Teacher on ``[source; cross-domain mixed source]`` and on the clean target.
+        2. The selector keeps the pseudo-labels the nearest centroid agrees with
+           (``target_pseudo_labels``; the teacher's own argmax when None: online mode).
+        3. Centroids: one EMA step from the target (selected labels, teacher
+           prediction agreeing) and one from the source's mixed view, as the paper.
+        4. DACS mix: half of the source classes pasted onto the augmented target,
+           labels mixed by the same mask; the student learns it with CE.
+
+        Args:
+            source_images: ``(B, 3, H, W)``; source_labels ``(B, H, W)``.
+            target_images: ``(B, 3, H, W)`` (same size as the source for the mix).
+            target_pseudo_labels: ``(B, H, W)`` offline pseudo-labels, or None.
+            target_labels: ``(B, H, W)`` ground truth, for monitoring only
+                (precision before/after selection in ``parts``); never trained on.
+            generator: random source for augmentations and masks.
+        """
+        self._check_source(source_images, source_labels)
+        check_images(target_images, "target_images")
+        if target_images.shape != source_images.shape:
+            raise ValueError(
+                "`target_images` must have the source's shape for the DACS mix, "
+                f"got {tuple(target_images.shape)} and {tuple(source_images.shape)}"
+            )
+        size = target_images.shape[-2:]
+        for name, lbl in (("target_pseudo_labels", target_pseudo_labels), ("target_labels", target_labels)):
+            if lbl is not None:
+                check_labels(lbl, name, num_classes=self.num_classes, ignore_index=self.ignore_index)
+                if lbl.shape != (target_images.shape[0], *size):
+                    raise ValueError(
+                        f"`{name}` must be (B, H, W) = {(target_images.shape[0], *size)}, "
+                        f"got {tuple(lbl.shape)}"
+                    )
+        b = source_images.shape[0]
+
+        translated = self._translate(source_images, target_images)
+        source_aug = self.st_augment(source_images, generator=generator)
+        target_aug = self.st_augment(target_images, generator=generator)
+        mixed_source, _, _ = self.mix(source_aug, translated, source_labels, generator=generator)
+
+        t_logits, t_feats, tt_logits, tt_feats = self._teacher_forward(
+            source_images, mixed_source, target_images
+        )
+        with torch.no_grad():
+            if target_pseudo_labels is None:
+                target_pseudo_labels = resize_logits(tt_logits, size).argmax(dim=1)
+            selected = self.selector(
+                target_pseudo_labels, features=tt_feats, logits=tt_logits
+            )
+            self.centroids.update(tt_feats, labels=selected, logits=tt_logits)
+            self.centroids.update(t_feats[b:], labels=source_labels, logits=t_logits[b:])
+            dacs_mask = class_mix_mask(
+                source_labels, ignore_index=self.ignore_index, num_classes=self.num_classes,
+                generator=generator,
+            )
+            dacs_images = mix_by_mask(source_images, target_aug, dacs_mask)
+            dacs_labels = mix_by_mask(source_labels, selected, dacs_mask)
+
+        # One student forward over [source; mixed source; DACS mix]: one forward per backward
+        # (what DDP expects) and faster; batch norm sees the 3B images together where the
+        # paper's two forwards see 2B and then B.
+        all_logits, _ = self.train_student(torch.cat([source_images, mixed_source, dacs_images]))
+        s_logits, mix_logits = all_logits[: 2 * b], all_logits[2 * b :]
+        ce_source = segmentation_ce_loss(s_logits[:b], source_labels, ignore_index=self.ignore_index)
+        ce_mix = segmentation_ce_loss(mix_logits, dacs_labels, ignore_index=self.ignore_index)
+        kd = self._kd(s_logits, t_logits, source_labels)
+        loss = ce_source + ce_mix + self.st_kd_weight * kd
+        self.step += 1
+
+        parts = {
+            "loss": loss.detach(), "ce_source": ce_source.detach(), "ce_mix": ce_mix.detach(),
+            "kd": kd.detach(),
+        }
+        stats = kept_fractions(
+            target_pseudo_labels, selected, num_classes=self.num_classes, ignore_index=self.ignore_index
+        )
+        parts["kept"] = stats.kept
+        for k in range(self.num_classes):
+            parts[f"kept/{k}"] = stats.kept_per_class[k]
+        if target_labels is not None:
+            parts.update(self._precision(target_pseudo_labels, selected, target_labels))
+        return StepOutput(
+            loss=loss,
+            parts=parts,
+            images={
+                "source": source_images.detach(), "translated": translated,
+                "mixed_source": mixed_source.detach(), "target": target_images.detach(),
+                "target_augmented": target_aug.detach(), "pseudo": target_pseudo_labels,
+                "selected": selected, "dacs": dacs_images, "dacs_labels": dacs_labels,
+            },
+        )
+
+    def _precision(self, before: Tensor, after: Tensor, truth: Tensor) -> dict[str, Tensor]:
+        """Pseudo-label precision (correct / labelled, over pixels with ground truth) before and after."""
+        has_truth = truth != self.ignore_index
+        out = {}
+        for name, lbl in (("precision_before", before), ("precision_after", after)):
+            labelled = has_truth & (lbl != self.ignore_index)
+            correct = labelled & (lbl == truth)
+            out[name] = correct.sum() / labelled.sum().clamp_min(1)
+        return out
+
+    # ---------------------------------------------------------- centroids
+    @torch.no_grad()
+    def init_centroids(
+        self,
+        batches: Iterable[Any],
+        *,
+        use_labels: bool = False,
+        model: str = "student",
+        max_batches: int | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Stage 3: class centroids from a pass over images (the paper: the target set).
+
+        Each pixel counts for the class the model predicts there (and, with
+        ``use_labels``, only where the batch's labels agree: source centroids).
+        Under ``torch.distributed`` each rank passes its shard and the sums are
+        reduced once at the end.
+
+        Args:
+            batches: iterable of image tensors, ``(images, labels, ...)`` tuples
+                or dicts with ``"image"`` (and ``"label"``).
+            use_labels: also require the batch's labels to agree.
+            model: ``"student"`` (the paper's choice after warm-up) or ``"teacher"``.
+            max_batches: stop after this many batches.
+            progress: show a tqdm bar.
+
+        Returns:
+            The ``(C, D)`` centroids.
+        """
+        if model not in ("student", "teacher"):
+            raise ValueError(f"`model` must be 'student' or 'teacher', got {model!r}")
+        net = unwrap_model(self.student) if model == "student" else self.teacher.model
+        was_training = net.training
+        net.eval()
+        self.centroids.reset_running()
+        try:
+            iterator = batches
+            if progress:
+                from tqdm.auto import tqdm
+
+                iterator = tqdm(batches, desc="centroids", total=max_batches, leave=False)
+            for i, batch in enumerate(iterator):
+                if max_batches is not None and i >= max_batches:
+                    break
+                images = batch_images(batch)
+                device = self.centroids.centroids.device
+                logits, feats = net(images.to(device))
+                labels = None
+                if use_labels:
+                    labels = batch["label"] if isinstance(batch, dict) else batch[1]
+                    labels = labels.to(device)
+                self.centroids.accumulate(feats, labels=labels, logits=logits)
+        finally:
+            net.train(was_training)
+        return self.centroids.finalize()
+
+    # ------------------------------------------------------------ predict
+    @torch.no_grad()
+    def predict(
+        self, images: Tensor, scales: Sequence[float] = (1.0, 0.5), *, model: str = "student"
+    ) -> Tensor:
+        """Multi-scale prediction fused by element-wise max of the logits, as in the paper.
+
+        Each scale's input is resized bilinearly (``align_corners=True``), its
+        logits resized back to ``(H, W)`` the same way, and the maxima taken.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
+            scales: resize factors (the paper: full and half resolution).
+            model: ``"student"`` or ``"teacher"``.
+
+        Returns:
+            ``(B, C, H, W)`` fused logits (``.argmax(1)`` for labels).
+        """
+        if model not in ("student", "teacher"):
+            raise ValueError(f"`model` must be 'student' or 'teacher', got {model!r}")
+        if not scales:
+            raise ValueError("`scales` must name at least one scale, got an empty sequence")
+        for s in scales:
+            check_number(s, "scales", low=0, low_open=True)
+        check_images(images, "images")
+        net = unwrap_model(self.student) if model == "student" else self.teacher.model
+        was_training = net.training
+        net.eval()
+        try:
+            h, w = images.shape[-2:]
+            fused = None
+            for s in scales:
+                x = images
+                if s != 1.0:
+                    size = (max(1, round(h * s)), max(1, round(w * s)))
+                    x = F.interpolate(images, size=size, mode="bilinear", align_corners=True)
+                logits = resize_logits(net(x)[0], (h, w)).float()
+                fused = logits if fused is None else torch.maximum(fused, logits)
+        finally:
+            net.train(was_training)
+        return fused
+
+    # -------------------------------------------------------------- state
+    def get_extra_state(self) -> dict:
+        return {"step": self.step}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, kd_weight={self.kd_weight}, "
+            f"st_kd_weight={self.st_kd_weight}, step={self.step}"
+        )

@@ -1,0 +1,387 @@
+"""The stages every trainer runs: a resumable training loop, pseudo-labels, evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from diga import _dist
+from diga._checks import check_number
+from diga.adapter import Adapter, StepOutput
+from diga.engine.checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from diga.engine.distributed import DistInfo, step_generator
+from diga.engine.log import JsonlLogger, progress, scalars
+from diga.engine.plots import colorize, image_grid, save_png
+from diga.engine.sampling import infinite_loader
+from diga.metrics import ConfusionMatrix
+from diga.models import param_groups
+
+__all__ = [
+    "OptimConfig",
+    "as_batch",
+    "autocast_context",
+    "evaluate",
+    "generate_pseudo_labels",
+    "make_optimizer",
+    "stage_checkpoint",
+    "train_stage",
+]
+
+STAGES = ("source_only", "warmup", "self_training")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule of one stage (the paper: SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9,
+    head at 10x)."""
+
+    optimizer: str = "sgd"
+    lr: float = 2.5e-4
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    power: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"`optimizer` must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
+        check_number(self.lr, "lr", low=0, low_open=True)
+        check_number(self.head_lr_mult, "head_lr_mult", low=0, low_open=True)
+        check_number(self.power, "power", low=0)
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int):
+    """Optimiser over the encoder (lr) and the rest (lr x head_lr_mult), with a poly schedule."""
+    groups = param_groups(model, cfg.lr, head_lr_mult=cfg.head_lr_mult)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = max(1, total_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: max(0.0, 1.0 - min(step, total) / total) ** cfg.power
+    )
+    return opt, sched
+
+
+def as_batch(batch: Any) -> dict[str, Any]:
+    """A dataset batch as a dict: ``(image, label[, pseudo_label])`` tuples become named entries."""
+    if isinstance(batch, Mapping):
+        return dict(batch)
+    if isinstance(batch, Tensor):
+        return {"image": batch}
+    if isinstance(batch, (tuple, list)):
+        names = ("image", "label", "pseudo_label")
+        return {k: v for k, v in zip(names, batch, strict=False)}
+    raise ValueError(f"a batch must be a dict, tuple or tensor, got {type(batch).__name__}")
+
+
+def autocast_context(device: torch.device, amp: bool | str):
+    """``torch.autocast`` for ``amp`` (True: bf16 where supported, else fp16; or 'bf16'/'fp16')."""
+    if not amp:
+        return contextlib.nullcontext(), None
+    if amp is True:
+        if device.type == "cuda":
+            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            amp = "bf16"
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"`amp` must be True, False, 'bf16' or 'fp16', got {amp!r}")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if (amp == "fp16" and device.type == "cuda") else None
+    return torch.autocast(device_type=device.type, dtype=dtype), scaler
+
+
+def stage_checkpoint(work_dir: str | os.PathLike, stage: str, kind: str = "last") -> Path:
+    """``<work_dir>/checkpoints/<stage>_<kind>.pt`` (kind: last, final, best)."""
+    return Path(work_dir) / "checkpoints" / f"{stage}_{kind}.pt"
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
+
+
+def _run_step(adapter: Adapter, stage: str, src: dict, tgt: dict | None, generator) -> StepOutput:
+    if stage == "source_only":
+        return adapter.source_only_step(src["image"], src["label"])
+    if stage == "warmup":
+        return adapter.warmup_step(
+            src["image"], src["label"], None if tgt is None else tgt["image"], generator=generator
+        )
+    if tgt is None:
+        raise ValueError("self-training needs a target dataset, got None")
+    return adapter.self_training_step(
+        src["image"], src["label"], tgt["image"], tgt.get("pseudo_label"),
+        target_labels=tgt.get("label"), generator=generator,
+    )
+
+
+def _save_images(out: StepOutput, path: Path, palette, ignore_index: int, max_items: int = 4) -> None:
+    rows = {}
+    for name, tensor in out.images.items():
+        t = tensor[:max_items]
+        if t.ndim == 4 and t.shape[1] == 3:
+            rows[name] = t.float()
+        elif t.ndim == 3 and not t.is_floating_point() and t.dtype != torch.bool and palette is not None:
+            rows[name] = colorize(t, palette, ignore_index=ignore_index)
+    if rows:
+        n = min(r.shape[0] for r in rows.values())
+        save_png(image_grid({k: v[:n] for k, v in rows.items()}), path)
+
+
+def train_stage(
+    adapter: Adapter,
+    *,
+    stage: str,
+    steps: int,
+    source: Dataset,
+    target: Dataset | None = None,
+    batch_size: int,
+    optim: OptimConfig,
+    work_dir: str | os.PathLike,
+    seed: int = 0,
+    dist: DistInfo | None = None,
+    amp: bool | str = False,
+    num_workers: int = 0,
+    log_every: int = 10,
+    checkpoint_every: int = 100,
+    eval_fn: Callable[[Adapter], Mapping[str, Any]] | None = None,
+    eval_every: int = 0,
+    image_every: int = 0,
+    palette: Sequence[Sequence[int]] | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    show_progress: bool = True,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one stage (``source_only``, ``warmup`` or ``self_training``) for ``steps`` steps, resumably.
+
+    Every batch is a pure function of ``(seed, step, rank)`` (step-indexed
+    sampling, per-step generators for augmentations and masks) and the global
+    RNG is checkpointed, so a killed run resumed from its last checkpoint ends
+    with the same weights as an uninterrupted one (on CPU; CUDA kernels may
+    differ in the last bits). Rank 0 writes checkpoints (atomically), logs
+    (``<work_dir>/log.jsonl``) and image grids; every rank trains its shard.
+
+    The optimiser and poly schedule are built here from ``optim`` (encoder at
+    ``lr``, the rest at ``lr x head_lr_mult``). After each optimiser step the
+    teacher takes one EMA step. When ``eval_fn`` is given and ``eval_every`` > 0,
+    the model is evaluated periodically; the best checkpoint by that metric is
+    kept as ``<stage>_best.pt`` and reported as best-by-validation, never as the
+    result. On completion ``<stage>_final.pt`` holds the adapter's state.
+
+    Args:
+        stop_after: stop (as if killed) after this many steps in this call, leaving the
+            last checkpoint: for tests of resume.
+        config: the resolved run configuration, stored in checkpoints.
+
+    Returns:
+        ``{"step": last step, "history": [eval records], "best": best eval record or None}``.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"`stage` must be one of {STAGES}, got {stage!r}")
+    check_number(steps, "steps", low=1, integer=True)
+    check_number(batch_size, "batch_size", low=1, integer=True)
+    dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
+    device = dist.device
+    work_dir = Path(work_dir)
+    last_path = stage_checkpoint(work_dir, stage, "last")
+    final_path = stage_checkpoint(work_dir, stage, "final")
+    best_path = stage_checkpoint(work_dir, stage, "best")
+
+    optimizer, scheduler = make_optimizer(adapter.student, optim, steps)
+    autocast, scaler = autocast_context(device, amp)
+    start, history, best = 0, [], None
+    if resume and last_path.exists():
+        ckpt = load_checkpoint(last_path, map_location=device)
+        adapter.load_state_dict(ckpt["adapter"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"][dist.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+        start, history, best = ckpt["step"], ckpt.get("history", []), ckpt.get("best")
+
+    def loader(ds: Dataset, stream: int):
+        return infinite_loader(
+            ds, batch_size=batch_size, seed=seed * 31 + stream, start_step=start, rank=dist.rank,
+            world_size=dist.world_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+        )
+
+    src_iter = loader(source, 0)
+    tgt_iter = loader(target, 1) if target is not None else None
+    logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=stage,
+                         resume_step=start if start > 0 else None)
+
+    def save_last(step: int) -> None:
+        rng = get_rng_state()
+        if dist.world_size > 1:
+            gathered = [None] * dist.world_size
+            torch.distributed.all_gather_object(gathered, rng)
+            rng = gathered
+        if dist.is_main:
+            atomic_save(
+                {"stage": stage, "step": step, "adapter": adapter.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "scaler": None if scaler is None else scaler.state_dict(), "rng": rng,
+                 "history": history, "best": best, "config": dict(config or {})},
+                last_path,
+            )
+        _dist.barrier()
+
+    adapter.train()
+    bar = progress(total=steps, desc=stage, enabled=show_progress and dist.is_main, initial=start)
+    step = start
+    for step in range(start, steps):
+        if stop_after is not None and step - start >= stop_after:
+            bar.close()
+            return {"step": step, "history": history, "best": best, "stopped": True}
+        src = _to(as_batch(next(src_iter)), device)
+        tgt = _to(as_batch(next(tgt_iter)), device) if tgt_iter is not None else None
+        gen = step_generator(seed, step, stream=STAGES.index(stage), rank=dist.rank)
+        with autocast:
+            out = _run_step(adapter, stage, src, tgt, gen)
+        if scaler is not None:
+            scaler.scale(out.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            out.loss.backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        adapter.update_teacher()
+        bar.update(1)
+
+        done = step + 1
+        if log_every and (done % log_every == 0 or done == steps):
+            values = scalars(out.parts)
+            values["lr"] = optimizer.param_groups[0]["lr"]
+            logger.log(done, values)
+            bar.set_postfix(loss=f"{values.get('loss', float('nan')):.3f}")
+        if image_every and dist.is_main and (done % image_every == 0 or done == 1):
+            _save_images(out, work_dir / "images" / f"{stage}_{done:06d}.png", palette, adapter.ignore_index)
+        if eval_fn is not None and eval_every and (done % eval_every == 0 or done == steps):
+            adapter.eval()
+            metrics = dict(eval_fn(adapter))
+            adapter.train()
+            record = {"stage": stage, "step": done, **scalars(metrics)}
+            history.append(record)
+            logger.log(done, {f"val/{k}": v for k, v in scalars(metrics).items()})
+            if best is None or record.get("miou", -1) > best.get("miou", -1):
+                best = record
+                if dist.is_main:
+                    atomic_save({"adapter": adapter.state_dict(), "record": record,
+                                 "note": "best by validation mIoU: not an unbiased result",
+                                 "config": dict(config or {})}, best_path)
+        if checkpoint_every and (done % checkpoint_every == 0) and done < steps:
+            save_last(done)
+    bar.close()
+    save_last(steps)
+    if dist.is_main:
+        atomic_save({"adapter": adapter.state_dict(), "stage": stage, "step": steps,
+                     "history": history, "best": best, "config": dict(config or {})}, final_path)
+    _dist.barrier()
+    return {"step": steps, "history": history, "best": best}
+
+
+# ------------------------------------------------------------------- pseudo-labels
+@torch.no_grad()
+def generate_pseudo_labels(
+    adapter: Adapter,
+    dataset: Dataset,
+    out_dir: str | os.PathLike,
+    *,
+    scales: Sequence[float] = (1.0, 0.5),
+    dist: DistInfo | None = None,
+    amp: bool | str = False,
+    palette: Sequence[Sequence[int]] | None = None,
+    show_progress: bool = True,
+) -> int:
+    """Label every target image with the student's multi-scale max fusion and write it to disk.
+
+    Streams one image at a time (host memory does not grow with the set; the
+    paper's script holds a float64 array of the whole set). Each rank writes
+    the items ``i`` with ``i % world_size == rank``; files are written atomically
+    as ``<out_dir>/<name>.png`` (uint8 train ids); existing files are kept, so a
+    killed run resumes. Items are ``(image, ...)`` tuples or dicts with
+    ``"image"`` (and ``"name"``, else the index names the file).
+
+    Returns:
+        The number of files this rank wrote.
+    """
+    from diga.data.io import save_label
+    from diga.data.pseudo import item_name
+
+    dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    autocast, _ = autocast_context(dist.device, amp)
+    indices = range(dist.rank, len(dataset), dist.world_size)
+    written = 0
+    for i in progress(indices, desc="pseudo-labels", enabled=show_progress and dist.is_main):
+        item = dataset[i]
+        name = item_name(item, i)
+        path = out_dir / f"{name}.png"
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = as_batch(item)["image"].unsqueeze(0).to(dist.device)
+        with autocast:
+            logits = adapter.predict(image, scales)
+        save_label(path, logits.argmax(dim=1)[0].to(torch.uint8).cpu(), palette=palette)
+        written += 1
+    _dist.barrier()
+    return written
+
+
+# ---------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(
+    adapter: Adapter,
+    dataset: Dataset,
+    *,
+    num_classes: int,
+    scales: Sequence[float] = (1.0, 0.5),
+    batch_size: int = 1,
+    dist: DistInfo | None = None,
+    amp: bool | str = False,
+    classes: Sequence[int] | None = None,
+    model: str = "student",
+    show_progress: bool = False,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Dataset-wide per-class IoU and mIoU of multi-scale predictions (ranks share the set).
+
+    Returns:
+        ``{"miou": float, "iou": [C floats, NaN where a class is absent], "miou_subset": float}``
+        (the last only with ``classes``, e.g. SYNTHIA's 13).
+    """
+    dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
+    subset = torch.utils.data.Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    cm = ConfusionMatrix(num_classes, ignore_index=adapter.ignore_index).to(dist.device)
+    autocast, _ = autocast_context(dist.device, amp)
+    for batch in progress(loader, desc="evaluate", enabled=show_progress and dist.is_main):
+        batch = _to(as_batch(batch), dist.device)
+        if "label" not in batch:
+            raise ValueError("evaluation needs labelled items (a 'label' entry), got none")
+        with autocast:
+            logits = adapter.predict(batch["image"], scales, model=model)
+        cm.update(logits.argmax(dim=1), batch["label"])
+    out = cm.compute()
+    result = {"miou": float(out["miou"]), "iou": out["iou"].tolist()}
+    if classes is not None:
+        result["miou_subset"] = float(cm.compute(classes=classes)["miou"])
+    return result
+

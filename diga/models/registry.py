@@ -1,0 +1,210 @@
+"""``create_model``: segmentation models by name, with a config that rebuilds them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from diga._checks import check_number
+from diga.models.deeplabv2 import DeepLabV2
+from diga.models.features import FeatureSegmenter
+from diga.models.timm_segmenter import TimmSegmenter
+from diga.teacher import unwrap_model
+
+__all__ = ["create_model", "list_models", "model_from_config", "param_groups"]
+
+# name -> (smp class name, default encoder)
+_SMP = {
+    "deeplabv3": ("DeepLabV3", "resnet50"),
+    "deeplabv3plus": ("DeepLabV3Plus", "resnet50"),
+    "dpt": ("DPT", "tu-vit_base_patch16_224"),
+    "fpn": ("FPN", "resnet50"),
+    "linknet": ("Linknet", "resnet50"),
+    "manet": ("MAnet", "resnet50"),
+    "pan": ("PAN", "resnet50"),
+    "pspnet": ("PSPNet", "resnet50"),
+    "segformer": ("Segformer", "mit_b0"),
+    "unet": ("Unet", "resnet50"),
+    "unetplusplus": ("UnetPlusPlus", "resnet50"),
+    "upernet": ("UPerNet", "resnet50"),
+}
+_OTHER = {"deeplabv2": "resnet101", "timm": None}
+
+
+def list_models() -> list[str]:
+    """Names :func:`create_model` accepts, sorted.
+
+    Example:
+        >>> "deeplabv2" in list_models() and "unet" in list_models()
+        True
+    """
+    return sorted([*_SMP, *_OTHER])
+
+
+def _json_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` as plain JSON (tuples become lists); anything else raises."""
+    for key, value in kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`kwargs` must be JSON-serialisable so `diga_config` can rebuild the model, "
+                f"got {key}={value!r}"
+            ) from None
+    return json.loads(json.dumps(dict(kwargs)))
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    encoder: str | None = None,
+    pretrained: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """A segmentation model by name (the raw model: wrap it with :func:`with_features`).
+
+    ======================================  ==========================================
+    ``name``                                model (``encoder`` default)
+    ======================================  ==========================================
+    unet, unetplusplus, fpn, deeplabv3,     the smp architecture (``"resnet50"``);
+    deeplabv3plus, pspnet, linknet, manet,  segformer: ``"mit_b0"``; dpt: a ``tu-`` ViT
+    pan, upernet, segformer, dpt
+    deeplabv2                               :class:`DeepLabV2` (``"resnet101"``)
+    timm                                    :class:`TimmSegmenter` (``encoder`` is the
+                                            timm model name, required)
+    ======================================  ==========================================
+
+    ``pretrained=True`` loads the encoder's ImageNet weights (smp:
+    ``encoder_weights="imagenet"``, or ``True`` for ``tu-`` encoders; timm: its
+    default pretrained tag), a download unless cached; ``encoder_weights`` in
+    ``kwargs`` overrides it for smp and DeepLabV2. The model carries
+    ``model.diga_config = {"name", "encoder", "num_classes", "kwargs"}``, plain
+    JSON, which :func:`model_from_config` turns back into the same architecture
+    (never with pretrained weights: a checkpoint restores them).
+
+    Args:
+        name: one of :func:`list_models`.
+        num_classes: ``C``.
+        encoder: encoder / backbone name; None for the default.
+        pretrained: load pretrained encoder weights.
+        **kwargs: passed to the model's constructor; must be JSON-serialisable
+            (tuples are stored, and passed, as lists).
+
+    Raises:
+        ValueError: unknown ``name`` (the valid ones are listed), ``encoder`` missing
+            for ``"timm"``, bad ``num_classes``, non-JSON ``kwargs``.
+
+    Example:
+        >>> model = create_model("deeplabv2", num_classes=4, encoder="resnet18", head="sum")
+        >>> model.diga_config
+        {'name': 'deeplabv2', 'encoder': 'resnet18', 'num_classes': 4, 'kwargs': {'head': 'sum'}}
+        >>> type(model_from_config(model.diga_config)).__name__
+        'DeepLabV2'
+    """
+    if not isinstance(name, str) or name.lower() not in list_models():
+        raise ValueError(f"`name` must be one of {list_models()}, got {name!r}")
+    name = name.lower()
+    check_number(num_classes, "num_classes", low=1, integer=True)
+    if encoder is None:
+        encoder = _SMP[name][1] if name in _SMP else _OTHER[name]
+        if encoder is None:
+            raise ValueError(
+                f"`encoder` must name a timm model for name={name!r} (e.g. 'resnet18'), got None"
+            )
+    if not isinstance(encoder, str) or not encoder:
+        raise ValueError(f"`encoder` must be a model name (str), got {encoder!r}")
+    kwargs = _json_kwargs(kwargs)
+    config = {"name": name, "encoder": encoder, "num_classes": int(num_classes), "kwargs": dict(kwargs)}
+    if name == "timm":
+        model: nn.Module = TimmSegmenter(encoder, num_classes, pretrained=bool(pretrained), **kwargs)
+    else:
+        if "encoder_weights" not in kwargs:
+            kwargs["encoder_weights"] = (
+                (True if encoder.startswith("tu-") else "imagenet") if pretrained else None
+            )
+        if name == "deeplabv2":
+            model = DeepLabV2(encoder, num_classes, **kwargs)
+        else:
+            import segmentation_models_pytorch as smp
+
+            model = getattr(smp, _SMP[name][0])(encoder_name=encoder, classes=num_classes, **kwargs)
+    model.diga_config = config
+    return model
+
+
+def model_from_config(config: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a model from its ``diga_config`` (no pretrained weights: load a checkpoint after).
+
+    Args:
+        config: ``{"name", "encoder", "num_classes", "kwargs"}`` as :func:`create_model` stores it.
+
+    Example:
+        >>> cfg = {"name": "timm", "encoder": "resnet18", "num_classes": 3, "kwargs": {"decoder_dim": 16}}
+        >>> model_from_config(cfg).feature_dim
+        16
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"`config` must be a dict like `model.diga_config`, got {type(config).__name__}")
+    missing = [k for k in ("name", "num_classes") if k not in config]
+    if missing:
+        raise ValueError(
+            f"`config` must have keys 'name', 'encoder', 'num_classes', 'kwargs'; "
+            f"got {sorted(config)} (missing {missing})"
+        )
+    kwargs = config.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"`config['kwargs']` must be a dict, got {type(kwargs).__name__}")
+    return create_model(
+        config["name"], num_classes=config["num_classes"], encoder=config.get("encoder"),
+        pretrained=False, **kwargs,
+    )
+
+
+def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
+    """Two optimiser groups: the encoder at ``lr``, everything else at ``head_lr_mult * lr``.
+
+    DiGA (after DeepLab v2) trains the decoder / head ten times faster than the
+    pretrained encoder. The encoder is ``model.encoder`` (smp models,
+    :class:`TimmSegmenter`'s timm backbone, :class:`DeepLabV2`'s ResNet). DDP,
+    ``torch.compile`` and :class:`FeatureSegmenter` wrappers are looked through.
+    Only trainable parameters (``requires_grad``) are listed.
+
+    Args:
+        model: a supported model, possibly wrapped.
+        lr: the encoder's learning rate.
+        head_lr_mult: the rest's learning rate over ``lr``.
+
+    Returns:
+        ``[{"params": [...], "lr": lr}, {"params": [...], "lr": lr * head_lr_mult}]``.
+
+    Raises:
+        ValueError: the model has no ``encoder`` submodule; bad ``lr`` or multiplier.
+
+    Example:
+        >>> model = create_model("fpn", num_classes=2, encoder="resnet18")
+        >>> groups = param_groups(model, 0.01)
+        >>> [g["lr"] for g in groups]
+        [0.01, 0.1]
+        >>> opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
+    """
+    check_number(lr, "lr", low=0)
+    check_number(head_lr_mult, "head_lr_mult", low=0)
+    inner = unwrap_model(model)
+    if isinstance(inner, FeatureSegmenter):
+        inner = unwrap_model(inner.model)
+    encoder = getattr(inner, "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        raise ValueError(
+            f"`model` must have an `encoder` submodule (smp models, TimmSegmenter, DeepLabV2), "
+            f"got {type(inner).__name__}"
+        )
+    encoder_ids = {id(p) for p in encoder.parameters()}
+    params = [p for p in inner.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) in encoder_ids], "lr": lr},
+        {"params": [p for p in params if id(p) not in encoder_ids], "lr": lr * head_lr_mult},
+    ]

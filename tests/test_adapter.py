@@ -1,0 +1,245 @@
+"""Adapter: both DiGA steps on a tiny smp model, checked against the paper's composition."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+from diga import (
+    ClassCentroids,
+    ConfidenceThresholdSelector,
+    DynamicPseudoLabelSelector,
+    FourierTranslator,
+    symmetric_kd_loss,
+)
+from diga.adapter import Adapter, batch_images
+from diga.losses import resize_logits, segmentation_ce_loss
+
+C = 4
+
+
+def tiny_net(seed: int = 0):
+    torch.manual_seed(seed)
+    return smp.Unet("resnet18", encoder_weights=None, classes=C, encoder_depth=3, decoder_channels=(16, 8, 8))
+
+
+def batch(seed=0, b=2, h=32, w=48):
+    g = torch.Generator().manual_seed(seed)
+    src, tgt = torch.rand(2, b, 3, h, w, generator=g)
+    lbl = torch.randint(0, C, (b, h, w), generator=g)
+    lbl[:, :2] = 255
+    tgt_lbl = torch.randint(0, C, (b, h, w), generator=g)
+    return src, lbl, tgt, tgt_lbl
+
+
+@pytest.fixture
+def adapter():
+    return Adapter(tiny_net(), num_classes=C, translator=FourierTranslator(beta=0.05)).train()
+
+
+class TestWarmup:
+    def test_loss_is_ce_plus_half_kd(self, adapter):
+        src, lbl, tgt, _ = batch()
+        out = adapter.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(out.loss, out.parts["ce"] + 0.5 * out.parts["kd"])
+        out.loss.backward()
+        grad = adapter.student.model.encoder.conv1.weight.grad
+        assert grad is not None and grad.abs().sum() > 0
+        assert all(p.grad is None for p in adapter.teacher.parameters())
+
+    def test_matches_manual_composition(self, adapter):
+        src, lbl, tgt, _ = batch()
+        out = adapter.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
+        imgs = out.images
+        # The mixed view pastes the augmented source over the translated source.
+        m = imgs["mask"][:, None]
+        torch.testing.assert_close(imgs["mixed"], torch.where(m, imgs["augmented"], imgs["translated"]))
+        torch.testing.assert_close(imgs["translated"], FourierTranslator(beta=0.05)(src, tgt))
+        # Re-run the model passes by hand: same CE and KD.
+        views = torch.cat([src, imgs["mixed"]])
+        s_logits, _ = adapter.student(views)
+        t_logits, _ = adapter.teacher(views)
+        size = lbl.shape[-2:]
+        ce = segmentation_ce_loss(s_logits[:2], lbl)
+        kd = symmetric_kd_loss(resize_logits(s_logits, size), resize_logits(t_logits, size))
+        torch.testing.assert_close(out.parts["ce"], ce.detach())
+        torch.testing.assert_close(out.parts["kd"], kd.detach())
+
+    def test_target_never_reaches_student_bn(self):
+        src, lbl, tgt, _ = batch()
+        runs = {}
+        for leak in (False, True):
+            ad = Adapter(tiny_net(), num_classes=C, target_bn_leak=leak).train()
+            g = torch.Generator().manual_seed(1)
+            ad.warmup_step(src, lbl, tgt * 0.2, generator=g)
+            runs[leak] = ad.student.model.encoder.bn1.running_mean.clone()
+        ref = Adapter(tiny_net(), num_classes=C).train()
+        ref.warmup_step(src, lbl, None, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(runs[False], ref.student.model.encoder.bn1.running_mean)
+        assert not torch.equal(runs[True], runs[False])
+
+    def test_teacher_eval_and_paper_train_mode(self):
+        ad = Adapter(tiny_net(), num_classes=C).train()
+        assert ad.student.training and not ad.teacher.model.training
+        ad2 = Adapter(tiny_net(), num_classes=C, teacher_train_mode=True).train()
+        assert ad2.teacher.model.training
+
+    def test_teacher_sequence_matches_paper(self):
+        """Updating after each optimiser step reproduces the paper's update-before-forward ramp."""
+        ad = Adapter(tiny_net(), num_classes=C)
+        student = ad.student
+        ref = copy.deepcopy(student)  # paper: teacher created from the student, iteration 0 copies it
+        for i in range(1, 4):
+            with torch.no_grad():
+                for p in student.parameters():
+                    p.add_(0.01 * i)
+            ad.update_teacher()  # after optimiser step i - 1
+            alpha = min(1 - 1 / (i + 1), 0.999)  # paper: update_teacher_params(..., i) at iteration i
+            for tp, sp in zip(ref.parameters(), student.parameters(), strict=True):
+                tp.data[:] = alpha * tp.data + (1 - alpha) * sp.data
+        for a, b in zip(ad.teacher.model.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+class TestSelfTraining:
+    def test_step_against_manual(self, adapter):
+        src, lbl, tgt, tgt_lbl = batch()
+        adapter.init_centroids([tgt])
+        pseudo = tgt_lbl.clone()
+        bank_before = adapter.centroids.centroids.clone()
+        t_logits, t_feats = adapter.teacher(tgt)
+        expected = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(bank_before))(pseudo, t_feats)
+        out = adapter.self_training_step(
+            src, lbl, tgt, pseudo, target_labels=tgt_lbl, generator=torch.Generator().manual_seed(3)
+        )
+        assert torch.equal(out.images["selected"], expected)
+        parts = out.parts
+        torch.testing.assert_close(
+            out.loss, parts["ce_source"] + parts["ce_mix"] + 0.25 * parts["kd"]
+        )
+        # DACS: source classes pasted onto the augmented target, labels mixed by the same mask.
+        dacs, dacs_lbl = out.images["dacs"], out.images["dacs_labels"]
+        from_source = (dacs == src).all(dim=1)
+        assert torch.equal(dacs_lbl[from_source & (lbl != 255)], lbl[from_source & (lbl != 255)])
+        assert not torch.equal(adapter.centroids.centroids, bank_before)
+        assert 0 <= float(parts["kept"]) <= 1 and "precision_after" in parts
+        assert float(parts["precision_before"]) == pytest.approx(
+            ((pseudo == tgt_lbl).float().mean()).item(), abs=1e-6
+        )
+        out.loss.backward()
+        assert adapter.student.model.encoder.conv1.weight.grad.abs().sum() > 0
+
+    def test_online_mode_uses_teacher_argmax(self, adapter):
+        src, lbl, tgt, _ = batch()
+        adapter.init_centroids([tgt])
+        t_logits, _ = adapter.teacher(tgt)
+        out = adapter.self_training_step(src, lbl, tgt, None, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out.images["pseudo"], resize_logits(t_logits, (32, 48)).argmax(1))
+
+    def test_threshold_selector(self):
+        ad = Adapter(tiny_net(), num_classes=C, selector=ConfidenceThresholdSelector(0.0))
+        src, lbl, tgt, tgt_lbl = batch()
+        out = ad.self_training_step(src, lbl, tgt, tgt_lbl, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out.images["selected"], tgt_lbl)  # threshold 0 keeps everything
+        assert float(out.parts["kept"]) == 1.0
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"target_images": torch.rand(2, 3, 32, 40)}, "target_images"),
+            ({"target_pseudo_labels": torch.zeros(2, 16, 48, dtype=torch.long)}, "target_pseudo_labels"),
+            ({"target_pseudo_labels": torch.full((2, 32, 48), C)}, "target_pseudo_labels"),
+        ],
+    )
+    def test_bad_input(self, adapter, kwargs, match):
+        src, lbl, tgt, _ = batch()
+        args = {"target_images": tgt, "target_pseudo_labels": None, **kwargs}
+        with pytest.raises(ValueError, match=match):
+            adapter.self_training_step(src, lbl, args["target_images"], args["target_pseudo_labels"])
+
+
+class TestAdapterMisc:
+    def test_predict_multiscale_max(self, adapter):
+        _, _, tgt, _ = batch()
+        fused = adapter.predict(tgt, scales=(1.0, 0.5))
+        adapter.eval()
+        with torch.no_grad():
+            full = resize_logits(adapter.student(tgt)[0], (32, 48))
+            half_in = F.interpolate(tgt, (16, 24), mode="bilinear", align_corners=True)
+            half = resize_logits(adapter.student(half_in)[0], (32, 48))
+        torch.testing.assert_close(fused, torch.maximum(full, half))
+
+    def test_predict_restores_mode(self, adapter):
+        adapter.train()
+        adapter.predict(batch()[2])
+        assert adapter.student.training
+
+    def test_init_centroids_accepts_batch_forms(self, adapter):
+        _, lbl, tgt, _ = batch()
+        a = adapter.init_centroids([tgt]).clone()
+        b = adapter.init_centroids([(tgt, lbl)]).clone()
+        c = adapter.init_centroids([{"image": tgt, "label": lbl}]).clone()
+        assert torch.equal(a, b) and torch.equal(a, c)
+        d = adapter.init_centroids([(tgt, lbl)], use_labels=True)
+        assert d.shape == a.shape
+        with pytest.raises(ValueError, match="batch"):
+            batch_images(3)
+
+    def test_state_dict_round_trip(self, adapter):
+        src, lbl, tgt, _ = batch()
+        out = adapter.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        adapter.update_teacher()
+        adapter.init_centroids([tgt])
+        other = Adapter(tiny_net(seed=5), num_classes=C, translator=FourierTranslator(beta=0.05))
+        other.load_state_dict(adapter.state_dict())
+        assert other.step == adapter.step == 1 and other.teacher.step == adapter.teacher.step == 2
+        for a, b in zip(other.state_dict().values(), adapter.state_dict().values(), strict=True):
+            if isinstance(a, torch.Tensor):
+                assert torch.equal(a, b)
+
+    def test_autocast_bf16_cpu(self, adapter):
+        src, lbl, tgt, _ = batch()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = adapter.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+
+    def test_seeded_step_is_deterministic(self):
+        src, lbl, tgt, _ = batch()
+        losses = []
+        for _ in range(2):
+            ad = Adapter(tiny_net(), num_classes=C, translator=FourierTranslator(beta=0.05)).train()
+            losses.append(ad.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(9)).loss)
+        assert torch.equal(losses[0], losses[1])
+
+    @pytest.mark.parametrize(
+        "call, match",
+        [
+            (lambda a, s, l, t: a.warmup_step(s * 255, l, t), "source_images"),
+            (lambda a, s, l, t: a.warmup_step(s, l[:, :16], t), "source_labels"),
+            (lambda a, s, l, t: a.warmup_step(s, l[:1], t), "batch"),
+            (lambda a, s, l, t: a.predict(t, scales=()), "scales"),
+            (lambda a, s, l, t: a.predict(t, model="ema"), "model"),
+        ],
+    )
+    def test_bad_input(self, adapter, call, match):
+        src, lbl, tgt, _ = batch()
+        with pytest.raises(ValueError, match=match):
+            call(adapter, src, lbl, tgt)
+
+    def test_bad_settings(self):
+        with pytest.raises(ValueError, match="model"):
+            Adapter("net", num_classes=C)
+        with pytest.raises(ValueError, match="num_classes"):
+            Adapter(tiny_net(), num_classes=0)
+        with pytest.raises(ValueError, match="translator"):
+            Adapter(tiny_net(), num_classes=C, translator=3)
+        bad = Adapter(tiny_net(), num_classes=C, translator=lambda s, t: s[:1])
+        src, lbl, tgt, _ = batch()
+        with pytest.raises(ValueError, match="translator"):
+            bad.warmup_step(src, lbl, tgt)
