@@ -24,6 +24,7 @@ from diga.metrics import ConfusionMatrix, iou_from_confusion, miou
 from diga.models import (
     DeepLabV2,
     FeatureSegmenter,
+    LearnedTranslator,
     TimmSegmenter,
     create_model,
     list_models,
@@ -58,6 +59,7 @@ __all__ = [
     "FeatureSegmenter",
     "FourierTranslator",
     "IdentityTranslator",
+    "LearnedTranslator",
     "SegmentationCELoss",
     "SelectionStats",
     "StepOutput",

@@ -167,9 +167,12 @@ class Adapter(nn.Module):
         self.centroids = ClassCentroids(
             num_classes, dim, momentum=centroid_momentum, ignore_index=ignore_index
         )
-        self.selector = selector if selector is not None else DynamicPseudoLabelSelector(
-            self.centroids, ignore_index=ignore_index
-        )
+        if selector is None:
+            # Shares this adapter's centroid bank; kept out of the module tree so the bank is not
+            # saved twice and adapters with different selectors load each other's state.
+            self.__dict__["selector"] = DynamicPseudoLabelSelector(self.centroids, ignore_index=ignore_index)
+        else:
+            self.selector = selector
         self.step = 0
 
     # ------------------------------------------------------------- helpers

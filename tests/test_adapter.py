@@ -243,3 +243,13 @@ class TestAdapterMisc:
         src, lbl, tgt, _ = batch()
         with pytest.raises(ValueError, match="translator"):
             bad.warmup_step(src, lbl, tgt)
+
+
+def test_state_loads_across_selectors():
+    dynamic = Adapter(tiny_net(), num_classes=C)
+    threshold = Adapter(tiny_net(seed=3), num_classes=C, selector=ConfidenceThresholdSelector(0.9))
+    threshold.load_state_dict(dynamic.state_dict())
+    assert not any(k.startswith("selector.") for k in dynamic.state_dict())
+    assert dynamic.selector.centroids is dynamic.centroids
+    dynamic.to(torch.float64)
+    assert dynamic.selector.centroids.centroids.dtype == torch.float64

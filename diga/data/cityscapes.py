@@ -21,6 +21,9 @@ from diga.data.classes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_ID_TO_TRAIN_ID,
     CITYSCAPES_PALETTE,
+    SYNTHIA16_CLASSES,
+    SYNTHIA16_IN_19,
+    SYNTHIA_PALETTE,
     lookup_table,
     map_labels,
 )
@@ -60,6 +63,9 @@ class Cityscapes(SegmentationDataset):
             ``leftImg8bit/{split}`` per line (the paper's ``cityscapes_list/train.txt``),
             restricting and ordering the items.
         seed: augmentation seed (None: torch's global generator).
+        num_classes: 19 (Cityscapes' training classes), or 16 for SYNTHIA -> Cityscapes:
+            the classes SYNTHIA shares, in :data:`~diga.data.SYNTHIA16_CLASSES` order
+            (terrain, truck and train become 255).
 
     Raises:
         FileNotFoundError: missing root, split folder, label folder, list entry or pseudo-label.
@@ -90,7 +96,13 @@ class Cityscapes(SegmentationDataset):
         pseudo_label_dir: str | os.PathLike | None = None,
         list_file: str | os.PathLike | None = None,
         seed: int | None = 0,
+        num_classes: int = 19,
     ) -> None:
+        if num_classes not in (19, 16):
+            raise ValueError(
+                "`num_classes` must be 19 (Cityscapes) or 16 (the classes SYNTHIA shares), "
+                f"got {num_classes!r}"
+            )
         if not isinstance(split, str) or not split:
             raise ValueError(f"`split` must be a non-empty string such as 'train', got {split!r}")
         self.root = Path(root)
@@ -126,9 +138,14 @@ class Cityscapes(SegmentationDataset):
             samples = [Sample(img.name, img.path) for img in images]
         if pseudo_label_dir is not None:
             samples = attach_pseudo_labels(samples, pseudo_label_dir)
-        super().__init__(samples, transform=transform, seed=seed, classes=CITYSCAPES_CLASSES,
-                         palette=CITYSCAPES_PALETTE)
-        self._table = lookup_table(CITYSCAPES_ID_TO_TRAIN_ID)
+        if num_classes == 19:
+            mapping, classes, palette = CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+        else:  # label id -> 19 train ids -> the 16 SYNTHIA classes (terrain, truck, train ignored)
+            to16 = {c19: c16 for c16, c19 in enumerate(SYNTHIA16_IN_19)}
+            mapping = {i: to16[t] for i, t in CITYSCAPES_ID_TO_TRAIN_ID.items() if t in to16}
+            classes, palette = SYNTHIA16_CLASSES, SYNTHIA_PALETTE
+        super().__init__(samples, transform=transform, seed=seed, classes=classes, palette=palette)
+        self._table = lookup_table(mapping)
 
     def _map_label(self, raw: Tensor, path: Path) -> Tensor:
         return map_labels(raw, self._table, ignore_index=self.ignore_index)

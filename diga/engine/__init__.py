@@ -30,12 +30,14 @@ from diga.engine.stages import (
     stage_checkpoint,
     train_stage,
 )
+from diga.engine.translator_training import TranslatorConfig, train_translator
 
 __all__ = [
     "DistInfo",
     "JsonlLogger",
     "OptimConfig",
     "StepSampler",
+    "TranslatorConfig",
     "VirtualIndex",
     "as_batch",
     "atomic_save",
@@ -61,6 +63,7 @@ __all__ = [
     "stage_checkpoint",
     "step_generator",
     "train_stage",
+    "train_translator",
     "unused_parameters",
     "wrap_ddp",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "OptimConfig",
     "as_batch",
     "autocast_context",
+    "concat_batches",
     "evaluate",
     "generate_pseudo_labels",
     "make_optimizer",
@@ -107,6 +109,37 @@ def stage_checkpoint(work_dir: str | os.PathLike, stage: str, kind: str = "last"
     return Path(work_dir) / "checkpoints" / f"{stage}_{kind}.pt"
 
 
+def concat_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate dict batches along dim 0 (tensors) or as lists (anything else), key by key."""
+    if len(batches) == 1:
+        return batches[0]
+    keys = [k for k in batches[0] if all(k in b for b in batches)]
+    out: dict[str, Any] = {}
+    for k in keys:
+        values = [b[k] for b in batches]
+        if all(isinstance(v, Tensor) for v in values):
+            out[k] = torch.cat(values)
+        else:
+            out[k] = [x for v in values for x in (v if isinstance(v, (list, tuple)) else [v])]
+    return out
+
+
+def _sources(data: Dataset | Sequence[tuple[Dataset, int]] | None, batch_size: int | None, name: str):
+    """Normalise a dataset or a batch composition ``[(dataset, per_step), ...]`` to the latter."""
+    if data is None:
+        return []
+    if isinstance(data, Dataset):
+        if batch_size is None:
+            raise ValueError(f"`batch_size` is required when `{name}` is one dataset")
+        return [(data, batch_size)]
+    parts = list(data)
+    if not parts or not all(isinstance(d, Dataset) and isinstance(n, int) and n > 0 for d, n in parts):
+        raise ValueError(
+            f"`{name}` must be a Dataset or a non-empty list of (Dataset, batch size > 0) pairs, got {data!r}"
+        )
+    return parts
+
+
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
 
@@ -144,11 +177,12 @@ def train_stage(
     *,
     stage: str,
     steps: int,
-    source: Dataset,
-    target: Dataset | None = None,
-    batch_size: int,
+    source: Dataset | Sequence[tuple[Dataset, int]],
+    target: Dataset | Sequence[tuple[Dataset, int]] | None = None,
+    batch_size: int | None = None,
     optim: OptimConfig,
     work_dir: str | os.PathLike,
+    name: str | None = None,
     seed: int = 0,
     dist: DistInfo | None = None,
     amp: bool | str = False,
@@ -181,6 +215,11 @@ def train_stage(
     result. On completion ``<stage>_final.pt`` holds the adapter's state.
 
     Args:
+        source, target: a dataset (``batch_size`` items per step), or the paper's
+            batch composition: ``[(dataset, n), ...]``, ``n`` items from each,
+            concatenated (e.g. low-scale and full-scale crops).
+        name: names the checkpoints and log records (default: ``stage``), so the
+            same kind of stage can run twice (two self-training rounds).
         stop_after: stop (as if killed) after this many steps in this call, leaving the
             last checkpoint: for tests of resume.
         config: the resolved run configuration, stored in checkpoints.
@@ -191,13 +230,17 @@ def train_stage(
     if stage not in STAGES:
         raise ValueError(f"`stage` must be one of {STAGES}, got {stage!r}")
     check_number(steps, "steps", low=1, integer=True)
-    check_number(batch_size, "batch_size", low=1, integer=True)
+    if batch_size is not None:
+        check_number(batch_size, "batch_size", low=1, integer=True)
+    source_parts = _sources(source, batch_size, "source")
+    target_parts = _sources(target, batch_size, "target")
+    name = name or stage
     dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
     device = dist.device
     work_dir = Path(work_dir)
-    last_path = stage_checkpoint(work_dir, stage, "last")
-    final_path = stage_checkpoint(work_dir, stage, "final")
-    best_path = stage_checkpoint(work_dir, stage, "best")
+    last_path = stage_checkpoint(work_dir, name, "last")
+    final_path = stage_checkpoint(work_dir, name, "final")
+    best_path = stage_checkpoint(work_dir, name, "best")
 
     optimizer, scheduler = make_optimizer(adapter.student, optim, steps)
     autocast, scaler = autocast_context(device, amp)
@@ -212,16 +255,25 @@ def train_stage(
         set_rng_state(ckpt["rng"][dist.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
         start, history, best = ckpt["step"], ckpt.get("history", []), ckpt.get("best")
 
-    def loader(ds: Dataset, stream: int):
-        return infinite_loader(
-            ds, batch_size=batch_size, seed=seed * 31 + stream, start_step=start, rank=dist.rank,
-            world_size=dist.world_size, num_workers=num_workers, pin_memory=device.type == "cuda",
-        )
+    def loaders(parts, stream: int):
+        return [
+            infinite_loader(
+                ds, batch_size=n, seed=seed * 31 + stream * 7 + k, start_step=start, rank=dist.rank,
+                world_size=dist.world_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+            )
+            for k, (ds, n) in enumerate(parts)
+        ]
 
-    src_iter = loader(source, 0)
-    tgt_iter = loader(target, 1) if target is not None else None
-    logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=stage,
-                         resume_step=start if start > 0 else None)
+    def next_batch(iters) -> dict[str, Any] | None:
+        if not iters:
+            return None
+        return _to(concat_batches([as_batch(next(it)) for it in iters]), device)
+
+    src_iters = loaders(source_parts, 0)
+    tgt_iters = loaders(target_parts, 1)
+    # Records up to the checkpointed step were written before the checkpoint: keep them.
+    logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=name,
+                         resume_step=start + 1 if start > 0 else None)
 
     def save_last(step: int) -> None:
         rng = get_rng_state()
@@ -231,7 +283,7 @@ def train_stage(
             rng = gathered
         if dist.is_main:
             atomic_save(
-                {"stage": stage, "step": step, "adapter": adapter.state_dict(),
+                {"stage": name, "step": step, "adapter": adapter.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": None if scaler is None else scaler.state_dict(), "rng": rng,
                  "history": history, "best": best, "config": dict(config or {})},
@@ -240,15 +292,15 @@ def train_stage(
         _dist.barrier()
 
     adapter.train()
-    bar = progress(total=steps, desc=stage, enabled=show_progress and dist.is_main, initial=start)
+    bar = progress(total=steps, desc=name, enabled=show_progress and dist.is_main, initial=start)
     step = start
     for step in range(start, steps):
         if stop_after is not None and step - start >= stop_after:
             bar.close()
             return {"step": step, "history": history, "best": best, "stopped": True}
-        src = _to(as_batch(next(src_iter)), device)
-        tgt = _to(as_batch(next(tgt_iter)), device) if tgt_iter is not None else None
-        gen = step_generator(seed, step, stream=STAGES.index(stage), rank=dist.rank)
+        src = next_batch(src_iters)
+        tgt = next_batch(tgt_iters)
+        gen = step_generator(seed, step, stream=zlib.crc32(name.encode()) % 10_007, rank=dist.rank)
         with autocast:
             out = _run_step(adapter, stage, src, tgt, gen)
         if scaler is not None:
@@ -270,12 +322,12 @@ def train_stage(
             logger.log(done, values)
             bar.set_postfix(loss=f"{values.get('loss', float('nan')):.3f}")
         if image_every and dist.is_main and (done % image_every == 0 or done == 1):
-            _save_images(out, work_dir / "images" / f"{stage}_{done:06d}.png", palette, adapter.ignore_index)
+            _save_images(out, work_dir / "images" / f"{name}_{done:06d}.png", palette, adapter.ignore_index)
         if eval_fn is not None and eval_every and (done % eval_every == 0 or done == steps):
             adapter.eval()
             metrics = dict(eval_fn(adapter))
             adapter.train()
-            record = {"stage": stage, "step": done, **scalars(metrics)}
+            record = {"stage": name, "step": done, **scalars(metrics)}
             history.append(record)
             logger.log(done, {f"val/{k}": v for k, v in scalars(metrics).items()})
             if best is None or record.get("miou", -1) > best.get("miou", -1):
@@ -289,7 +341,7 @@ def train_stage(
     bar.close()
     save_last(steps)
     if dist.is_main:
-        atomic_save({"adapter": adapter.state_dict(), "stage": stage, "step": steps,
+        atomic_save({"adapter": adapter.state_dict(), "stage": name, "step": steps,
                      "history": history, "best": best, "config": dict(config or {})}, final_path)
     _dist.barrier()
     return {"step": steps, "history": history, "best": best}

@@ -358,3 +358,20 @@ class TestSynthia:
         (tmp_path / "RGB").mkdir()
         with pytest.raises(FileNotFoundError, match=r"GT/LABELS' holding \*.png"):
             Synthia(tmp_path)
+
+
+def test_cityscapes_16_class_mapping(tmp_path):
+    from PIL import Image
+
+    from diga.data import SYNTHIA16_CLASSES
+    from diga.data.io import save_label
+
+    root = tmp_path / "cs"
+    (root / "leftImg8bit" / "val" / "x").mkdir(parents=True)
+    Image.new("RGB", (4, 1)).save(root / "leftImg8bit" / "val" / "x" / "x_0_0_leftImg8bit.png")
+    # road (7), terrain (22), truck (27), bicycle (33)
+    save_label(root / "gtFine" / "val" / "x" / "x_0_0_gtFine_labelIds.png", torch.tensor([[7, 22, 27, 33]]))
+    item = Cityscapes(root, "val", num_classes=16)[0]
+    assert item["label"].tolist() == [[0, 255, 255, SYNTHIA16_CLASSES.index("bicycle")]]
+    with pytest.raises(ValueError, match="num_classes"):
+        Cityscapes(root, "val", num_classes=13)

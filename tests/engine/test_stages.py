@@ -93,3 +93,24 @@ def test_bad_stage(tmp_path):
                     work_dir=tmp_path)
     with pytest.raises(ValueError, match="optimizer"):
         OptimConfig(optimizer="lbfgs")
+
+
+def test_batch_composition_and_named_rounds(tmp_path):
+    ad = make_adapter()
+    seen = []
+    orig = ad.warmup_step
+
+    def spy(src, lbl, tgt, generator=None):
+        seen.append((src.shape[0], tgt.shape[0]))
+        return orig(src, lbl, tgt, generator=generator)
+
+    ad.warmup_step = spy
+    train_stage(ad, stage="warmup", name="warmup_round2", steps=2, source=[(Toy(), 1), (Toy(n=6), 2)],
+                target=[(Toy(dark=True), 3)], optim=OPT, work_dir=tmp_path, show_progress=False)
+    assert seen == [(3, 3), (3, 3)]
+    assert stage_checkpoint(tmp_path, "warmup_round2", "final").exists()
+    with pytest.raises(ValueError, match="batch_size"):
+        train_stage(make_adapter(), stage="warmup", steps=1, source=Toy(), optim=OPT, work_dir=tmp_path)
+    with pytest.raises(ValueError, match="source"):
+        train_stage(make_adapter(), stage="warmup", steps=1, source=[(Toy(), 0)], optim=OPT,
+                    work_dir=tmp_path)
