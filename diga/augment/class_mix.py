@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from diga._checks import (
+    check_finite,
     check_images,
     check_labels,
     check_ndim,
@@ -13,6 +14,7 @@ from diga._checks import (
     check_same_batch,
     check_same_shape,
     check_same_spatial,
+    value_checks,
 )
 
 __all__ = ["CrossDomainMix", "class_mix_mask", "mix_by_mask"]
@@ -68,15 +70,21 @@ def class_mix_mask(
     check_number(ignore_index, "ignore_index", integer=True)
     if num_classes is not None:
         check_number(num_classes, "num_classes", low=1, integer=True)
-    labels = check_labels(labels, "labels", num_classes=num_classes, ignore_index=ignore_index)
+    return _class_mix_mask(labels, ignore_index, num_classes, generator, "labels")
+
+
+def _class_mix_mask(
+    labels: Tensor, ignore_index: int, num_classes: int | None, generator, name: str
+) -> Tensor:
+    """:func:`class_mix_mask` with the labels' argument name for errors."""
+    check_labels(labels, name, num_classes=num_classes, ignore_index=ignore_index)
     if num_classes is None:
         num_classes = _infer_num_classes(labels, ignore_index)
     b = labels.shape[0]
     device = labels.device
 
-    ignored = labels == ignore_index
     # Class index per pixel with ignore pixels sent to an extra slot C.
-    slot = torch.where(ignored, torch.full_like(labels, num_classes), labels).reshape(b, -1)
+    slot = torch.where(labels == ignore_index, num_classes, labels).reshape(b, -1)
     present = torch.zeros(b, num_classes + 1, dtype=torch.bool, device=device)
     present.scatter_(1, slot, True)
     present = present[:, :num_classes]
@@ -156,12 +164,14 @@ class CrossDomainMix(nn.Module):
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        check_images(pasted, "pasted", pixel_range=False)
-        check_images(background, "background", pixel_range=False)
+        with value_checks(False):  # shapes here; pixel values where they reach the result, below
+            check_images(pasted, "pasted", pixel_range=False)
+            check_images(background, "background", pixel_range=False)
+        with value_checks(False):  # labels: shape here, values once (in the mask or just below)
+            check_labels(
+                pasted_labels, "pasted_labels", num_classes=self.num_classes, ignore_index=self.ignore_index
+            )
         check_same_shape(pasted, background, "pasted", "background")
-        check_labels(
-            pasted_labels, "pasted_labels", num_classes=self.num_classes, ignore_index=self.ignore_index
-        )
         check_same_batch(pasted, pasted_labels, "pasted", "pasted_labels")
         check_same_spatial(pasted, pasted_labels, "pasted", "pasted_labels")
         if background_labels is not None:
@@ -173,18 +183,17 @@ class CrossDomainMix(nn.Module):
             )
             check_same_shape(pasted_labels, background_labels, "pasted_labels", "background_labels")
         if mask is None:
-            mask = class_mix_mask(
-                pasted_labels,
-                ignore_index=self.ignore_index,
-                num_classes=self.num_classes,
-                generator=generator,
-            )
+            mask = _class_mix_mask(pasted_labels, self.ignore_index, self.num_classes, generator, "pasted_labels")
         else:
+            check_labels(
+                pasted_labels, "pasted_labels", num_classes=self.num_classes, ignore_index=self.ignore_index
+            )
             check_ndim(mask, "mask", 3, "(B, H, W)")
             if mask.dtype != torch.bool:
                 raise ValueError(f"`mask` must be a bool tensor, got dtype {mask.dtype}")
             check_same_shape(mask, pasted_labels, "mask", "pasted_labels")
         mixed = mix_by_mask(pasted, background, mask)
+        check_finite(mixed, "pasted` or `background")  # non-finite pixels that reach the result
         if background_labels is None:
             mixed_labels = pasted_labels
         else:

@@ -21,55 +21,53 @@ __all__ = ["SymmetricKDLoss", "symmetric_kd_loss"]
 
 def _acc(x: Tensor) -> Tensor:
     """Upcast to the accumulation dtype: float32, or float64 when given float64."""
-    return x if x.dtype == torch.float64 else x.float()
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def _soft_ce(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """Per-pixel ``-sum_c softmax(t/T)_c * log_softmax(s/T)_c``, float32, shape (B, H, W).
-
-    Uses ``sum_c p_c log q_c = (p . s) / T - logsumexp(s / T)`` (p sums to one), so no
-    ``(B, C, H, W)`` log-probability tensor is materialised beside the softmax.
-    """
-    s = _acc(student)
-    p = torch.softmax(_acc(teacher) / temperature, dim=1)
-    return torch.logsumexp(s / temperature, dim=1) - (p * s).sum(dim=1) / temperature
+def _scaled(x: Tensor, temperature: float) -> Tensor:
+    x = _acc(x)
+    return x if temperature == 1.0 else x / temperature
 
 
 class _SymmetricKD(torch.autograd.Function):
-    """Fused forward/backward that saves only its inputs.
+    """Fused soft cross-entropy over both view pairs; the gradient is made in forward.
 
-    Backward recomputes the two softmaxes instead of keeping log-probabilities,
-    products and per-view copies alive between forward and backward.
+    For each term, ``d/ds [T^2 CE(softmax(t/T), log_softmax(s/T))] = T (softmax(s/T) - softmax(t/T))``,
+    and ``softmax(s/T) = exp(log_softmax(s/T))``, which forward needs anyway. So forward writes
+    ``q - p`` per view into one buffer the size of the student logits and backward only scales
+    it: no log-probabilities, products or per-view copies are kept, and backward is one pass.
     """
 
     @staticmethod
     def forward(ctx, student, teacher, weight_map, augmented_weight, temperature, denominator):
         b = student.shape[0] // 2
-        per_pixel = _soft_ce(student[b:], teacher[:b], temperature)
-        per_pixel.add_(_soft_ce(student[:b], teacher[b:], temperature), alpha=augmented_weight)
+        grad = torch.empty(student.shape, dtype=_acc(student).dtype, device=student.device)
+        per_pixel = None
+        # (student view, teacher view, weight): the clean teacher supervises the augmented student.
+        for s_sl, t_sl, w in ((slice(b, None), slice(None, b), 1.0),
+                              (slice(None, b), slice(b, None), augmented_weight)):
+            p = torch.softmax(_scaled(teacher[t_sl], temperature), dim=1)
+            log_q = torch.log_softmax(_scaled(student[s_sl], temperature), dim=1)
+            torch.exp(log_q, out=grad[s_sl])
+            grad[s_sl].sub_(p)
+            if w != 1.0:
+                grad[s_sl].mul_(w)
+            term = p.mul_(log_q).sum(dim=1).neg_()  # -sum_c p log q, (B, H, W)
+            per_pixel = term if per_pixel is None else per_pixel.add_(term, alpha=w)
+            del p, log_q
         if weight_map is not None:
             per_pixel.mul_(weight_map)
+            grad.mul_(weight_map.repeat(2, 1, 1).unsqueeze(1))
         loss = per_pixel.sum() * (temperature**2 / denominator)
-        ctx.save_for_backward(student, teacher, weight_map)
-        ctx.augmented_weight = augmented_weight
-        ctx.temperature = temperature
-        ctx.denominator = denominator
+        ctx.save_for_backward(grad)
+        ctx.scale = temperature / denominator
+        ctx.student_dtype = student.dtype
         return loss.to(student.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
-        student, teacher, weight_map = ctx.saved_tensors
-        t = ctx.temperature
-        b = student.shape[0] // 2
-        # d/ds [T^2 * soft_ce(s, t)] = T * (softmax(s/T) - softmax(t/T)).
-        grad = torch.softmax(_acc(student) / t, dim=1)
-        grad[:b].sub_(torch.softmax(_acc(teacher[b:]) / t, dim=1))
-        grad[b:].sub_(torch.softmax(_acc(teacher[:b]) / t, dim=1))
-        grad[:b].mul_(ctx.augmented_weight)
-        if weight_map is not None:
-            grad.mul_(weight_map.repeat(2, 1, 1).unsqueeze(1))
-        grad.mul_(_acc(grad_output) * (t / ctx.denominator))
-        return grad.to(student.dtype), None, None, None, None, None
+        (grad,) = ctx.saved_tensors
+        return (grad * (_acc(grad_output) * ctx.scale)).to(ctx.student_dtype), None, None, None, None, None
 
 
 def symmetric_kd_loss(
@@ -96,8 +94,11 @@ def symmetric_kd_loss(
     logits are resized to the logits' grid by nearest neighbour.
 
     No gradient reaches ``teacher_logits``. Memory: a fused autograd function
-    that saves only its inputs; backward recomputes the softmaxes. Internal
-    arithmetic is float32; the loss has the logits' dtype.
+    that keeps one tensor the size of the student logits between forward and
+    backward (the gradient, made in forward from the softmaxes it computes
+    anyway), against the log-probabilities, teacher probabilities and
+    products the plain formulation keeps. Internal arithmetic is float32; the
+    loss has the logits' dtype.
 
     Args:
         student_logits: ``(2B, C, H, W)``, clean views first, then augmented.

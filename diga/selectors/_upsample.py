@@ -26,13 +26,16 @@ def bilinear_argmax(
 ) -> Tensor:
     """``F.interpolate(scores, size, mode="bilinear").argmax(1)``, computed where it must be.
 
-    Where the four low-resolution neighbours of an output pixel share one
-    argmax class ``k``, every bilinear blend of them has ``k`` as its argmax
-    too (each corner scores ``k`` highest, so their convex combination does),
-    so only pixels in cells whose corners disagree need the full ``C``-channel
-    blend. Exact in real arithmetic; in floating point the blend is computed in
-    our own order of operations, which can differ from ``F.interpolate`` by one
-    ulp and therefore only where two classes tie to within one ulp.
+    Bilinear interpolation is separable. The map is first interpolated along x
+    at low height (``T``, ``(B, h, W, C)``: an eighth of the full upsample at
+    stride 8), then each output pixel blends two rows of ``T`` along y. Where
+    those two rows have the same argmax class ``k``, every blend of them has
+    ``k`` as its argmax too (both score ``k`` highest, so their convex
+    combination does), so only the other pixels, near class boundaries, need
+    the ``C``-channel blend. Exact in real arithmetic; in floating point the
+    blend is computed in our own order of operations, which can differ from
+    ``F.interpolate`` by one ulp and therefore only where two classes tie to
+    within one ulp.
 
     The shortcut finds the disagreeing pixels with ``nonzero`` (a host sync), so
     ``shortcut=False`` (plain upsample + argmax) is the sync-free choice for CUDA.
@@ -59,24 +62,25 @@ def bilinear_argmax(
         return up.argmax(dim=1)
 
     device = scores.device
-    low = scores.argmax(dim=1)  # (B, h, w)
-    small = low.to(torch.int16) if c < 2**15 else low
-    right = torch.cat([small[:, :, 1:], small[:, :, -1:]], dim=2)
-    down = torch.cat([small[:, 1:], small[:, -1:]], dim=1)
-    diag = torch.cat([right[:, 1:], right[:, -1:]], dim=1)
-    cell_agrees = (small == right) & (small == down) & (small == diag)  # corner (i, j) of cell (i, j)
-
     y0, y1, ly = _taps(h, out_h, align_corners, device)
     x0, x1, lx = _taps(w, out_w, align_corners, device)
-    rows, cols = y0[:, None], x0[None, :]
-    out = low[:, rows, cols]  # (B, H, W): the class of the cell's top-left corner
-    todo = (~cell_agrees[:, rows, cols]).nonzero(as_tuple=True)
+    # Along x first, at low height: T (B, h, W, C) is an eighth of the full upsample at stride 8.
+    sc = (scores if scores.dtype == torch.float64 else scores.float()).permute(0, 2, 3, 1).contiguous()
+    lx, ly = lx.to(sc.dtype), ly.to(sc.dtype)
+    rows = sc.index_select(2, x0).lerp_(sc.index_select(2, x1), lx[:, None])
+    row_best = rows.max(dim=-1).indices  # (B, h, W); max(...).indices: the first maximum, as argmax
+    small = row_best.to(torch.int16) if c < 2**15 else row_best
+    # A pixel blends rows y0 and y1 of T. Where both rows' argmax agree, so does any blend of them
+    # (each row scores that class highest); only the others need the C-channel blend.
+    top = small.index_select(1, y0)
+    out = top.long()  # (B, H, W)
+    todo = (top != small.index_select(1, y1)).nonzero(as_tuple=True)
     if todo[0].numel():
         bi, yi, xi = todo
-        sc = scores.permute(0, 2, 3, 1).float()  # (B, h, w, C), small
-        ya, yb, wy = y0[yi], y1[yi], ly[yi, None]
-        xa, xb, wx = x0[xi], x1[xi], lx[xi, None]
-        top = (1 - wx) * sc[bi, ya, xa] + wx * sc[bi, ya, xb]
-        bottom = (1 - wx) * sc[bi, yb, xa] + wx * sc[bi, yb, xb]
-        out[bi, yi, xi] = ((1 - wy) * top + wy * bottom).argmax(dim=1)
+        flat = rows.reshape(b * h * out_w, c)
+        base = bi * (h * out_w) + xi
+        blend = flat.index_select(0, base + y0[yi] * out_w).lerp_(
+            flat.index_select(0, base + y1[yi] * out_w), ly[yi, None]
+        )
+        out[bi, yi, xi] = blend.max(dim=1).indices
     return out

@@ -15,6 +15,7 @@ from diga._checks import (
     check_nonempty,
     check_number,
     check_same_batch,
+    value_checks,
 )
 
 __all__ = ["ClassCentroids"]
@@ -49,7 +50,7 @@ class ClassCentroids(nn.Module):
       each centroid, the nearest class, and ``softmax(-distance)`` over classes.
 
     A pixel is assigned to class ``k`` when its label (resized to the feature
-    grid by nearest neighbour) is ``k``, and, when ``logits`` are given, the
+    grid by nearest neighbour; label values are validated there) is ``k``, and, when ``logits`` are given, the
     prediction ``argmax(logits)`` (taken at the logits' resolution, then resized
     by nearest neighbour) is ``k`` too, as in the paper's
     ``calculate_mean_vector``. With no labels the prediction alone assigns.
@@ -154,7 +155,8 @@ class ClassCentroids(nn.Module):
             raise ValueError(
                 f"`{name}` must have D = {self.dim} channels, got shape {tuple(features.shape)}"
             )
-        check_finite(features, name)
+        # Finiteness is checked on the (much smaller) results features flow into: a NaN or inf
+        # feature makes its class sums and its distances non-finite.
         return features
 
     def assign(
@@ -174,10 +176,12 @@ class ClassCentroids(nn.Module):
         size = tuple(features.shape[-2:])
         cls = None
         if labels is not None:
-            check_labels(labels, "labels", num_classes=self.num_classes, ignore_index=self.ignore_index)
+            with value_checks(False):  # shape and dtype; the values on the grid they are used at
+                check_labels(labels, "labels", num_classes=self.num_classes, ignore_index=self.ignore_index)
             check_same_batch(features, labels, "features", "labels")
             lab = resize_labels(labels, size)
-            cls = torch.where(lab == self.ignore_index, torch.full_like(lab, self.num_classes), lab)
+            check_labels(lab, "labels", num_classes=self.num_classes, ignore_index=self.ignore_index)
+            cls = torch.where(lab == self.ignore_index, self.num_classes, lab)
         if logits is not None:
             check_ndim(logits, "logits", 4, "(B, C, h, w)")
             check_same_batch(features, logits, "features", "logits")
@@ -219,6 +223,7 @@ class ClassCentroids(nn.Module):
         """
         cls = self.assign(features, labels, logits)
         sums, counts = self._class_sums(features, cls)
+        check_finite(sums, "features")
         self.running_sum.add_(sums.to(self.running_sum.dtype))
         self.running_count.add_(counts.to(self.running_count.dtype))
 
@@ -271,6 +276,7 @@ class ClassCentroids(nn.Module):
         """
         cls = self.assign(features, labels, logits)
         sums, counts = self._class_sums(features, cls)
+        check_finite(sums, "features")
         _dist.all_reduce_sum_(sums, counts)
         moved = counts >= self.min_pixels
         mean = (sums / counts.clamp_min(1)[:, None]).to(self.centroids.dtype)
@@ -291,6 +297,7 @@ class ClassCentroids(nn.Module):
             c = self.centroids.to(device=features.device, dtype=dtype)
             cross = torch.einsum("cd,bdn->bcn", c, f)
             sq = (f * f).sum(dim=1, keepdim=True) - 2 * cross + (c * c).sum(dim=1)[None, :, None]
+        check_finite(sq, "features")
         return sq.clamp_min_(0).reshape(b, self.num_classes, h, w)
 
     def distances(self, features: Tensor) -> Tensor:

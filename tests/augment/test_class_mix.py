@@ -162,6 +162,10 @@ class TestCrossDomainMix:
              torch.zeros(1, 4, 4), "mask"),
             (torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), torch.zeros(1, 4, 4).long(), None, None,
              "pasted"),
+            (torch.full((1, 3, 4, 4), float("nan")), torch.rand(1, 3, 4, 4), torch.full((1, 4, 4), 255), None,
+             None, "pasted"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4), torch.full((1, 4, 4), -3), None, None,
+             "pasted_labels"),
         ],
     )
     def test_bad_input(self, pasted, background, labels, bg_labels, mask, match):

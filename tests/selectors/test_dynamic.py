@@ -119,3 +119,15 @@ class TestBilinearArgmax:
         scores = torch.randn(1, 3, 1, 1, generator=gen)
         out = bilinear_argmax(scores, (4, 5))
         assert (out == scores.argmax(1)).all()
+
+
+def test_bilinear_argmax_float64_and_ties():
+    # Exact ties between classes resolve to the lowest index, as argmax does.
+    scores = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    scores[0, 1] = 1.0
+    scores[0, 2] = 1.0
+    assert (bilinear_argmax(scores, (5, 7)) == 1).all()
+    g = torch.Generator().manual_seed(4)
+    s64 = torch.randn(2, 6, 5, 7, generator=g, dtype=torch.float64)
+    full = F.interpolate(s64, (40, 56), mode="bilinear", align_corners=True).argmax(1)
+    assert torch.equal(bilinear_argmax(s64, (40, 56)), full)
