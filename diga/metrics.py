@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from diga import _dist
 from diga._checks import check_labels, check_ndim, check_number, check_same_shape
+from diga._ops import class_argmax
 
 __all__ = ["ConfusionMatrix", "iou_from_confusion", "miou"]
 
@@ -99,7 +100,7 @@ class ConfusionMatrix(nn.Module):
                 raise ValueError(
                     f"`preds` scores must have C = {self.num_classes} channels, got {tuple(preds.shape)}"
                 )
-            preds = preds.argmax(dim=1)
+            preds = class_argmax(preds)
         check_ndim(preds, "preds", 3, "(B, H, W) or (B, C, H, W)")
         check_labels(preds, "preds", num_classes=self.num_classes, ignore_index=-(10**9))
         check_same_shape(preds, labels, "preds", "labels")

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diga._ops import class_argmax
+
 __all__ = ["bilinear_argmax"]
 
 
@@ -56,10 +58,10 @@ def bilinear_argmax(
     b, c, h, w = scores.shape
     out_h, out_w = int(size[0]), int(size[1])
     if (h, w) == (out_h, out_w):
-        return scores.argmax(dim=1)
+        return class_argmax(scores)
     if not shortcut:
         up = F.interpolate(scores, size=(out_h, out_w), mode="bilinear", align_corners=align_corners)
-        return up.argmax(dim=1)
+        return class_argmax(up)
 
     device = scores.device
     y0, y1, ly = _taps(h, out_h, align_corners, device)

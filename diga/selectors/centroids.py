@@ -17,6 +17,7 @@ from diga._checks import (
     check_same_batch,
     value_checks,
 )
+from diga._ops import class_argmax
 
 __all__ = ["ClassCentroids"]
 
@@ -189,7 +190,7 @@ class ClassCentroids(nn.Module):
                 raise ValueError(
                     f"`logits` must have C = {self.num_classes} channels, got shape {tuple(logits.shape)}"
                 )
-            pred = resize_labels(logits.argmax(dim=1), size)
+            pred = resize_labels(class_argmax(logits), size)
             if cls is None:
                 cls = pred
             else:
@@ -197,16 +198,26 @@ class ClassCentroids(nn.Module):
         return cls
 
     def _class_sums(self, features: Tensor, cls: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-class feature sums ``(C, D)`` and pixel counts ``(C,)`` (float, accumulation dtype)."""
+        """Per-class feature sums ``(C, D)`` and pixel counts ``(C,)`` (float, accumulation dtype).
+
+        One-hot batched matmul when the features are wider than the class count (a
+        ``(B, N, C+1)`` one-hot is then smaller than the features); otherwise an
+        ``index_add_`` over the features laid out ``(N, D)``.
+        """
         b, d = features.shape[:2]
         dtype = _acc_dtype(features)
+        slots = self.num_classes + 1
+        idx = cls.reshape(-1)
+        counts = torch.bincount(idx, minlength=slots)[: self.num_classes].to(dtype)
         with _no_autocast(features.device):
-            idx = cls.reshape(b, -1, 1)
-            onehot = features.new_zeros(b, idx.shape[1], self.num_classes + 1, dtype=dtype)
-            onehot.scatter_(2, idx, 1.0)  # (B, N, C+1), the size of one logits map
-            flat = features.reshape(b, d, -1).to(dtype)  # (B, D, N)
-            sums = torch.bmm(flat, onehot).sum(dim=0).T[: self.num_classes]  # (C, D)
-        counts = onehot.sum(dim=(0, 1))[: self.num_classes]
+            if d > slots:
+                onehot = features.new_zeros(b, idx.numel() // b, slots, dtype=dtype)
+                onehot.scatter_(2, cls.reshape(b, -1, 1), 1.0)  # (B, N, C+1), the size of one logits map
+                flat = features.reshape(b, d, -1).to(dtype)  # (B, D, N)
+                sums = torch.bmm(flat, onehot).sum(dim=0).T[: self.num_classes]  # (C, D)
+            else:
+                flat = features.permute(0, 2, 3, 1).reshape(-1, d).to(dtype)  # (N, D)
+                sums = flat.new_zeros(slots, d).index_add_(0, idx, flat)[: self.num_classes]
         return sums, counts
 
     # --------------------------------------------------------- initial pass
@@ -329,7 +340,7 @@ class ClassCentroids(nn.Module):
 
     def nearest(self, features: Tensor) -> Tensor:
         """Class of the nearest centroid, ``(B, h, w)`` int64 (classes with no centroid excluded)."""
-        return self.weights(features).argmax(dim=1)
+        return class_argmax(self.weights(features))
 
     def extra_repr(self) -> str:
         return (

@@ -63,10 +63,11 @@ def paper_distances(centroids, feat):
 
 
 class TestClassCentroids:
-    def test_accumulate_finalize_is_pixel_mean(self, gen):
-        bank = ClassCentroids(C, D)
-        batches = [make_batch(gen) for _ in range(3)]
-        total_s = torch.zeros(C, D, dtype=torch.float64)
+    @pytest.mark.parametrize("d", [D, 3])  # one-hot matmul (D > C + 1) and index_add (D <= C + 1)
+    def test_accumulate_finalize_is_pixel_mean(self, gen, d):
+        bank = ClassCentroids(C, d)
+        batches = [make_batch(gen, d=d) for _ in range(3)]
+        total_s = torch.zeros(C, d, dtype=torch.float64)
         total_n = torch.zeros(C, dtype=torch.float64)
         for feats, labels, logits in batches:
             bank.accumulate(feats, labels, logits)
@@ -99,9 +100,10 @@ class TestClassCentroids:
         expected = torch.where((pred == lab) & (lab != 255), lab, torch.full_like(lab, C)).long()
         assert torch.equal(cls, expected)
 
-    def test_update_is_ema_of_batch_mean(self, gen):
-        feats, labels, logits = make_batch(gen, p_ignore=0.0)
-        init = torch.randn(C, D, generator=gen)
+    @pytest.mark.parametrize("d", [D, 3])
+    def test_update_is_ema_of_batch_mean(self, gen, d):
+        feats, labels, logits = make_batch(gen, p_ignore=0.0, d=d)
+        init = torch.randn(C, d, generator=gen)
         bank = ClassCentroids.from_tensor(init, momentum=0.1, min_pixels=3)
         moved = bank.update(feats, labels, logits)
         s, n = loop_class_sums(feats, paper_assign(feats, labels, logits, C))
