@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diga._checks import check_images, check_labels, check_number, check_same_batch, check_same_spatial
+from diga._ops import class_argmax
 from diga.augment import CrossDomainMix, StrongPhotometric, Translator, class_mix_mask, mix_by_mask
 from diga.losses import SymmetricKDLoss, resize_logits, segmentation_ce_loss
 from diga.models import FeatureSegmenter, with_features
@@ -104,6 +104,11 @@ class Adapter(nn.Module):
             runs on the target batch in train mode (no gradient), so target
             batch-norm statistics enter the "source-only" warm-up.
         teacher_train_mode: keep the teacher in train mode like the paper's script.
+        cross_domain_mix: ablation switch; False makes the warm-up's second view
+            the strongly augmented source alone (no translated background, no paste).
+        mixed_view_ce: ablation switch; also train the warm-up's second view with
+            CE on the source labels (the "augmentation without distillation"
+            baseline, with ``kd_weight=0``).
 
     Example:
         >>> import segmentation_models_pytorch as smp
@@ -138,6 +143,8 @@ class Adapter(nn.Module):
         kd_mask_ignore: bool = False,
         target_bn_leak: bool = False,
         teacher_train_mode: bool = False,
+        cross_domain_mix: bool = True,
+        mixed_view_ce: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -154,6 +161,8 @@ class Adapter(nn.Module):
         self.st_kd_weight = float(st_kd_weight)
         self.kd_mask_ignore = bool(kd_mask_ignore)
         self.target_bn_leak = bool(target_bn_leak)
+        self.cross_domain_mix = bool(cross_domain_mix)
+        self.mixed_view_ce = bool(mixed_view_ce)
 
         self.student = model if _is_feature_model(model) else with_features(model, feature_layer)
         self.teacher = EMATeacher(self.student, teacher_momentum, train_mode=teacher_train_mode)
@@ -284,7 +293,10 @@ class Adapter(nn.Module):
         b = source_images.shape[0]
         translated = self._translate(source_images, target_images)
         augmented = self.augment(source_images, generator=generator)
-        mixed, _, mask = self.mix(augmented, translated, source_labels, generator=generator)
+        if self.cross_domain_mix:
+            mixed, _, mask = self.mix(augmented, translated, source_labels, generator=generator)
+        else:  # ablation: the augmented source alone
+            mixed, mask = augmented, torch.ones_like(source_labels, dtype=torch.bool)
         views = torch.cat([source_images, mixed])
 
         if self.target_bn_leak and target_images is not None:
@@ -293,7 +305,10 @@ class Adapter(nn.Module):
         student_logits, _ = self.train_student(views)
         teacher_logits, _ = self.teacher(views)
 
-        ce = segmentation_ce_loss(student_logits[:b], source_labels, ignore_index=self.ignore_index)
+        if self.mixed_view_ce:  # ablation: both views as plain CE data augmentation
+            ce = segmentation_ce_loss(student_logits, source_labels.repeat(2, 1, 1), ignore_index=self.ignore_index)
+        else:
+            ce = segmentation_ce_loss(student_logits[:b], source_labels, ignore_index=self.ignore_index)
         kd = self._kd(student_logits, teacher_logits, source_labels)
         loss = ce + self.kd_weight * kd
         self.step += 1
@@ -376,7 +391,7 @@ class Adapter(nn.Module):
         )
         with torch.no_grad():
             if target_pseudo_labels is None:
-                target_pseudo_labels = resize_logits(tt_logits, size).argmax(dim=1)
+                target_pseudo_labels = class_argmax(resize_logits(tt_logits, size))
             selected = self.selector(
                 target_pseudo_labels, features=tt_feats, logits=tt_logits
             )
@@ -490,14 +505,12 @@ class Adapter(nn.Module):
         return self.centroids.finalize()
 
     # ------------------------------------------------------------ predict
-    @torch.no_grad()
     def predict(
         self, images: Tensor, scales: Sequence[float] = (1.0, 0.5), *, model: str = "student"
     ) -> Tensor:
         """Multi-scale prediction fused by element-wise max of the logits, as in the paper.
 
-        Each scale's input is resized bilinearly (``align_corners=True``), its
-        logits resized back to ``(H, W)`` the same way, and the maxima taken.
+        See :func:`diga.inference.predict_logits`.
 
         Args:
             images: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
@@ -507,29 +520,12 @@ class Adapter(nn.Module):
         Returns:
             ``(B, C, H, W)`` fused logits (``.argmax(1)`` for labels).
         """
+        from diga.inference import predict_logits
+
         if model not in ("student", "teacher"):
             raise ValueError(f"`model` must be 'student' or 'teacher', got {model!r}")
-        if not scales:
-            raise ValueError("`scales` must name at least one scale, got an empty sequence")
-        for s in scales:
-            check_number(s, "scales", low=0, low_open=True)
-        check_images(images, "images")
         net = unwrap_model(self.student) if model == "student" else self.teacher.model
-        was_training = net.training
-        net.eval()
-        try:
-            h, w = images.shape[-2:]
-            fused = None
-            for s in scales:
-                x = images
-                if s != 1.0:
-                    size = (max(1, round(h * s)), max(1, round(w * s)))
-                    x = F.interpolate(images, size=size, mode="bilinear", align_corners=True)
-                logits = resize_logits(net(x)[0], (h, w)).float()
-                fused = logits if fused is None else torch.maximum(fused, logits)
-        finally:
-            net.train(was_training)
-        return fused
+        return predict_logits(net, images, scales)
 
     # -------------------------------------------------------------- state
     def get_extra_state(self) -> dict:

@@ -253,3 +253,15 @@ def test_state_loads_across_selectors():
     assert dynamic.selector.centroids is dynamic.centroids
     dynamic.to(torch.float64)
     assert dynamic.selector.centroids.centroids.dtype == torch.float64
+
+
+def test_ablation_switches():
+    src, lbl, tgt, _ = batch()
+    plain = Adapter(tiny_net(), num_classes=C, cross_domain_mix=False).train()
+    out = plain.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out.images["mixed"], out.images["augmented"]) and out.images["mask"].all()
+    both = Adapter(tiny_net(), num_classes=C, kd_weight=0.0, mixed_view_ce=True).train()
+    out = both.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
+    views = torch.cat([src, out.images["mixed"]])
+    logits, _ = both.student(views)
+    torch.testing.assert_close(out.loss, segmentation_ce_loss(logits, lbl.repeat(2, 1, 1)))

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from diga import _dist
 from diga._checks import check_number
+from diga._ops import class_argmax
 from diga.adapter import Adapter, StepOutput
 from diga.engine.checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
 from diga.engine.distributed import DistInfo, step_generator
@@ -252,7 +253,6 @@ def train_stage(
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"][dist.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
         start, history, best = ckpt["step"], ckpt.get("history", []), ckpt.get("best")
 
     def loaders(parts, stream: int):
@@ -291,6 +291,14 @@ def train_stage(
             )
         _dist.barrier()
 
+    # The global RNG (dropout, ...) is set last: building the loaders above draws from it.
+    if start == 0:
+        # Each stage starts from its own seed, so a run resumed at any stage boundary repeats
+        # the uninterrupted run (dropout and other global-RNG draws included).
+        stage_seed = step_generator(seed, 0, stream=zlib.crc32(name.encode()) % 10_007, rank=dist.rank)
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=stage_seed)))
+    else:
+        set_rng_state(ckpt["rng"][dist.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
     adapter.train()
     bar = progress(total=steps, desc=name, enabled=show_progress and dist.is_main, initial=start)
     step = start
@@ -391,7 +399,7 @@ def generate_pseudo_labels(
         image = as_batch(item)["image"].unsqueeze(0).to(dist.device)
         with autocast:
             logits = adapter.predict(image, scales)
-        save_label(path, logits.argmax(dim=1)[0].to(torch.uint8).cpu(), palette=palette)
+        save_label(path, class_argmax(logits)[0].to(torch.uint8).cpu(), palette=palette)
         written += 1
     _dist.barrier()
     return written
@@ -430,7 +438,7 @@ def evaluate(
             raise ValueError("evaluation needs labelled items (a 'label' entry), got none")
         with autocast:
             logits = adapter.predict(batch["image"], scales, model=model)
-        cm.update(logits.argmax(dim=1), batch["label"])
+        cm.update(class_argmax(logits), batch["label"])
     out = cm.compute()
     result = {"miou": float(out["miou"]), "iou": out["iou"].tolist()}
     if classes is not None:

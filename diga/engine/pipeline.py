@@ -1,0 +1,260 @@
+"""The whole DiGA run every reference trainer makes: stages in order, each resumable on its own."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from diga.adapter import Adapter
+from diga.augment import StrongPhotometric
+from diga.engine.checkpoint import atomic_save, atomic_write_json, load_checkpoint
+from diga.engine.distributed import DistInfo, wrap_ddp
+from diga.engine.plots import line_plot, save_png
+from diga.engine.recipes import Recipe, StageRecipe
+from diga.engine.stages import evaluate, generate_pseudo_labels, stage_checkpoint, train_stage
+from diga.inference import export_model
+from diga.teacher import unwrap_model
+
+__all__ = ["DataSpec", "build_adapter", "device_name", "run_pipeline", "versions"]
+
+
+@dataclass
+class DataSpec:
+    """Every dataset a run needs, built on demand (pseudo-label folders exist only later).
+
+    Attributes:
+        source: ``(scale, stage) -> dataset`` with the stage's training transform;
+            scale is ``"low"`` (resized to the recipe's low size first) or ``"high"``,
+            stage the :class:`StageRecipe` being trained.
+        target: ``(scale, stage, pseudo_label_dir or None) -> dataset`` of unlabelled
+            target training crops (with pseudo-labels when a folder is given).
+        target_full: the target training images at full size, no random
+            transform (pseudo-labels are generated on these, named by item).
+        target_centroid: the target training images at the centroid pass's size.
+        val: labelled target validation images at full size, or None.
+        classes: class names; palette: their colours.
+        eval_classes: a subset whose mean is reported too (SYNTHIA's 13).
+    """
+
+    source: Callable[[str, StageRecipe], Dataset]
+    target: Callable[[str, StageRecipe, Path | None], Dataset]
+    target_full: Callable[[], Dataset]
+    target_centroid: Callable[[], Dataset]
+    val: Callable[[], Dataset] | None
+    classes: Sequence[str]
+    palette: Sequence[Sequence[int]]
+    eval_classes: Sequence[int] | None = None
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    import segmentation_models_pytorch as smp
+    import timm
+
+    import diga
+
+    out = {"diga": diga.__version__, "torch": torch.__version__, "smp": smp.__version__,
+           "timm": timm.__version__, "python": platform.python_version()}
+    try:
+        import kornia
+
+        out["kornia"] = kornia.__version__
+    except ImportError:  # pragma: no cover - kornia is a dependency
+        pass
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model (read from /proc/cpuinfo where there is one)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _augment(stage: StageRecipe) -> StrongPhotometric:
+    return StrongPhotometric(beta=stage.beta, jitter_p=stage.jitter_p, grayscale_p=stage.grayscale_p)
+
+
+def build_adapter(model: nn.Module, recipe: Recipe, *, translator=None, dist: DistInfo | None = None,
+                  **adapter_kwargs: Any) -> Adapter:
+    """An :class:`Adapter` set up with a recipe's weights, momenta and augmentations, on ``dist.device``
+    (DDP-wrapped for training when there is more than one rank)."""
+    adapter = Adapter(
+        model, recipe.num_classes, translator=translator,
+        augment=_augment(recipe.warmup), st_augment=_augment(recipe.self_training),
+        kd_weight=recipe.warmup.kd_weight, st_kd_weight=recipe.self_training.kd_weight,
+        teacher_momentum=recipe.teacher_momentum, centroid_momentum=recipe.centroid_momentum,
+        **adapter_kwargs,
+    )
+    if dist is not None:
+        adapter.to(dist.device)
+        if dist.world_size > 1:
+            adapter.distribute(lambda m: wrap_ddp(m, dist))
+    return adapter
+
+
+def _composition(make: Callable[[str], Dataset], stage: StageRecipe) -> list[tuple[Dataset, int]]:
+    """The paper's batch: ``batch_low`` low-scale crops then ``batch_high`` full-scale crops."""
+    return [(make(scale), n) for scale, n in (("low", stage.batch_low), ("high", stage.batch_high)) if n]
+
+
+def _evaluate(adapter: Adapter, data: DataSpec, recipe: Recipe, dist: DistInfo, amp, num_workers: int,
+              show_progress: bool):
+    if data.val is None:
+        return None
+    result = evaluate(
+        adapter, data.val(), num_classes=recipe.num_classes, scales=recipe.scales, dist=dist, amp=amp,
+        classes=data.eval_classes, show_progress=show_progress and dist.is_main, num_workers=num_workers,
+    )
+    result["iou_by_class"] = dict(zip(data.classes, result["iou"], strict=True))
+    return result
+
+
+def _centroids(adapter: Adapter, data: DataSpec, path: Path, dist: DistInfo, num_workers: int,
+               show_progress: bool) -> None:
+    if path.exists():
+        adapter.centroids.load_state_dict(load_checkpoint(path, map_location=dist.device))
+        return
+    dataset = data.target_centroid()
+    shard = Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))
+    loader = DataLoader(shard, batch_size=1, shuffle=False, num_workers=num_workers)
+    adapter.init_centroids(loader, progress=show_progress and dist.is_main)
+    if dist.is_main:
+        atomic_save(adapter.centroids.state_dict(), path)
+
+
+def run_pipeline(
+    recipe: Recipe,
+    data: DataSpec,
+    *,
+    model: nn.Module,
+    work_dir: str | os.PathLike,
+    translator=None,
+    dist: DistInfo | None = None,
+    seed: int = 0,
+    amp: bool | str = False,
+    num_workers: int = 0,
+    resume: bool = True,
+    show_progress: bool = True,
+    config: dict[str, Any] | None = None,
+    adapter_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Warm-up, then ``recipe.rounds`` x (pseudo-labels, centroids, self-training), then evaluation.
+
+    Every stage leaves its product in ``work_dir`` (``checkpoints/warmup_final.pt``,
+    ``pseudo_round<r>/``, ``checkpoints/centroids_round<r>.pt``,
+    ``checkpoints/self_training_<r>_final.pt``): a restarted run skips finished
+    stages and resumes the one that was interrupted from its last checkpoint.
+    Rank 0 writes ``config.json`` first, then after each stage ``model.pt``
+    (the student, rebuildable by :func:`diga.inference.load_model` /
+    ``diga predict``), ``results.json`` (per-class IoU and mIoU, config,
+    versions, device, seed) and ``miou.png`` (mIoU after each stage).
+
+    Returns:
+        The results dictionary written to ``results.json``.
+    """
+    dist = dist or DistInfo(0, 1, 0, torch.device("cpu"))
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    run_info = {
+        "recipe": recipe.to_dict(), "seed": seed, "device": str(dist.device),
+        "device_name": device_name(dist.device), "world_size": dist.world_size, "amp": amp,
+        "versions": versions(), **(config or {}),
+    }
+    if dist.is_main:
+        atomic_write_json(work_dir / "config.json", run_info)
+    results: dict[str, Any] = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"), "config": run_info, "stages": {},
+    }
+    adapter = build_adapter(model, recipe, translator=translator, dist=dist, **(adapter_kwargs or {}))
+    common = dict(
+        optim=recipe.optim, work_dir=work_dir, seed=seed, dist=dist, amp=amp, num_workers=num_workers,
+        log_every=recipe.log_every, checkpoint_every=recipe.checkpoint_every,
+        image_every=recipe.image_every, palette=data.palette, resume=resume,
+        show_progress=show_progress, config=run_info,
+    )
+
+    def export(name: str) -> None:
+        """``model.pt`` (what ``diga predict`` loads) of the latest stage, when the model allows it."""
+        if not dist.is_main or getattr(unwrap_model(adapter.student).model, "diga_config", None) is None:
+            return
+        export_model(adapter, work_dir / "model.pt", classes=data.classes, palette=data.palette,
+                     ignore_index=adapter.ignore_index, extra={"stage": name, "recipe": recipe.name})
+
+    def record(name: str) -> None:
+        res = _evaluate(adapter, data, recipe, dist, amp, num_workers, show_progress)
+        if res is None:
+            export(name)
+            return
+        results["stages"][name] = res
+        results["final"] = {"stage": name, **res}
+        export(name)
+        if dist.is_main:
+            atomic_write_json(work_dir / "results.json", results)
+            names = list(results["stages"])
+            points = [float(results["stages"][n]["miou"]) for n in names]
+            img = line_plot({"mIoU": (list(range(len(names))), points)}, title=" -> ".join(names),
+                            xlabel="stage", ylabel="mIoU")
+            save_png(img, work_dir / "miou.png")
+
+    # Stage 1: warm-up (distil to generalise).
+    final = stage_checkpoint(work_dir, "warmup", "final")
+    if resume and final.exists():
+        adapter.load_state_dict(load_checkpoint(final, map_location=dist.device)["adapter"])
+    else:
+        train_stage(
+            adapter, stage="warmup", name="warmup", steps=recipe.warmup.steps,
+            source=_composition(lambda s: data.source(s, recipe.warmup), recipe.warmup),
+            target=_composition(lambda s: data.target(s, recipe.warmup, None), recipe.warmup),
+            **common,
+        )
+    record("warmup")
+
+    for r in range(1, recipe.rounds + 1):
+        # Stage 2: pseudo-labels (streamed to disk, resumable file by file).
+        pseudo_dir = work_dir / f"pseudo_round{r}"
+        generate_pseudo_labels(adapter, data.target_full(), pseudo_dir, scales=recipe.scales, dist=dist,
+                               amp=amp, palette=None, show_progress=show_progress)
+        # Stage 3: class centroids from the current model on the target.
+        _centroids(adapter, data, work_dir / "checkpoints" / f"centroids_round{r}.pt", dist, num_workers,
+                   show_progress)
+        # Stage 4: self-training with dynamic selection.
+        name = f"self_training_{r}"
+        final = stage_checkpoint(work_dir, name, "final")
+        if resume and final.exists():
+            adapter.load_state_dict(load_checkpoint(final, map_location=dist.device)["adapter"])
+        else:
+            adapter.reset_teacher()
+            train_stage(
+                adapter, stage="self_training", name=name, steps=recipe.self_training.steps,
+                source=_composition(lambda s: data.source(s, recipe.self_training), recipe.self_training),
+                target=_composition(
+                    lambda s, d=pseudo_dir: data.target(s, recipe.self_training, d), recipe.self_training
+                ),
+                **common,
+            )
+        record(name)
+
+    results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    results["log"] = str(work_dir / "log.jsonl")
+    results["note"] = (
+        "'final' is the last stage's model on the validation set; no checkpoint was chosen on it."
+    )
+    if dist.is_main:
+        atomic_write_json(work_dir / "results.json", results)
+    return results

@@ -1,0 +1,222 @@
+"""Flags every reference trainer shares, and the wiring from flags to :func:`run_pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
+from diga.engine.pipeline import DataSpec, run_pipeline
+from diga.engine.recipes import Recipe, get_recipe
+
+__all__ = [
+    "add_trainer_args",
+    "apply_config",
+    "build_model",
+    "build_translator",
+    "load_config_file",
+    "parse_with_config",
+    "run_trainer",
+]
+
+PAPER_MODEL = ("deeplabv2", "resnet101")
+
+
+def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argparse.ArgumentParser:
+    """Add the flags every trainer shares; help texts give each default and the paper's value."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--work-dir", default="runs/diga", help="where checkpoints, logs, pseudo-labels and "
+                   "results go (default: %(default)s)")
+    g.add_argument("--preset", choices=("paper", "tiny"), default="paper",
+                   help="'paper': the paper's recipe; 'tiny': every stage for a few steps at small crops, "
+                        "to check a pipeline on CPU in minutes (default: %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --work-dir: finished stages are skipped, the interrupted one "
+                        "resumes at its last checkpoint with the same data order (default: off; without it an "
+                        "existing run in --work-dir is an error)")
+    g.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu' or 'cuda' "
+                   "(default: %(default)s; paper: one GPU)")
+    g.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation, masks and model "
+                   "init (default: %(default)s; the paper's scripts are unseeded)")
+    g.add_argument("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with "
+                   "gradient scaling (default: off; paper: fp32)")
+    g.add_argument("--num-workers", type=int, default=4, help="data-loading workers per process "
+                   "(default: %(default)s; paper: 1)")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g.add_argument("--config", default=None, help="YAML or JSON file whose keys set any of these flags "
+                   "(command-line flags win); the resolved config is written to <work-dir>/config.json")
+
+    m = parser.add_argument_group("model")
+    m.add_argument("--model", default=PAPER_MODEL[0], help="any name of diga.list_models(): smp "
+                   "architectures, 'deeplabv2', 'timm' (default: %(default)s; paper: deeplabv2)")
+    m.add_argument("--encoder", default=None, help="encoder / backbone name, e.g. resnet101, mit_b5, or a timm "
+                   "model for --model timm such as vit_small_patch14_dinov2 (default: resnet101, resnet18 "
+                   "with --preset tiny; paper: resnet101)")
+    m.add_argument("--pretrained", action="store_true", help="load ImageNet weights for the encoder (needs them "
+                   "downloadable or cached; default: off; paper: on)")
+    m.add_argument("--sync-bn", action="store_true", help="synchronised batch norm across ranks under "
+                   "torchrun (default: off)")
+    m.add_argument("--channels-last", action="store_true", help="channels_last memory format on CUDA "
+                   "(default: off)")
+
+    r = parser.add_argument_group("recipe overrides")
+    r.add_argument("--translator", default="fourier", help="'fourier' (zero-training FDA), 'none', or the "
+                   "path of a learned translator checkpoint from examples/train_translator.py "
+                   "(default: %(default)s; paper: learned)")
+    r.add_argument("--fourier-beta", type=float, default=paper.fourier_beta, help="FDA band "
+                   f"(default: %(default)s; paper: {paper.fourier_beta})")
+    r.add_argument("--warmup-steps", type=int, default=None,
+                   help=f"warm-up iterations (default: the preset's; paper: {paper.warmup.steps})")
+    r.add_argument("--self-training-steps", type=int, default=None, help="iterations per self-training "
+                   f"round (default: the preset's; paper: {paper.self_training.steps})")
+    r.add_argument("--rounds", type=int, default=None,
+                   help=f"self-training rounds (default: the preset's; paper: {paper.rounds})")
+    r.add_argument("--lr", type=float, default=None,
+                   help=f"base learning rate, head at 10x (default: the preset's; paper: {paper.optim.lr})")
+    r.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps and keep the best "
+                   "checkpoint, reported as best-by-validation (default: 0 = at stage ends only)")
+    r.add_argument("--rare-class-sampling", action="store_true",
+                   help="DAFormer's rare-class sampling of source crops (default: off, as the paper)")
+    r.add_argument("--target-bn-leak", action="store_true", help="reproduce the paper script's warm-up leak "
+                   "of target batch-norm statistics (default: off; paper script: on)")
+    r.add_argument("--teacher-train-mode", action="store_true",
+                   help="keep the teacher in train mode as the paper's script (default: off)")
+    return parser
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Flag values from a YAML (when PyYAML is installed) or JSON file; keys may use - or _."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or use JSON") from err
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping of flag names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Fill flags the command line left at their default from the ``--config`` file (flags win)."""
+    values = load_config_file(args.config)
+    defaults = {a.dest: a.default for a in parser._actions}
+    unknown = sorted(set(values) - set(defaults) - {"help"})
+    if unknown:
+        raise ValueError(f"{args.config}: unknown keys {unknown}; valid keys are the flag names")
+    for key, value in values.items():
+        if getattr(args, key) == defaults.get(key):
+            setattr(args, key, value)
+    return args
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse flags; values from ``--config`` fill in what the command line leaves at its default."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        apply_config(args, parser)
+    return args
+
+
+def resolve_recipe(args: argparse.Namespace, benchmark: str) -> Recipe:
+    recipe = get_recipe(benchmark, args.preset)
+    recipe = recipe.with_steps(args.warmup_steps, args.self_training_steps)
+    if args.rounds is not None:
+        recipe = replace(recipe, rounds=args.rounds)
+    if args.lr is not None:
+        recipe = replace(recipe, optim=replace(recipe.optim, lr=args.lr))
+    return replace(recipe, fourier_beta=args.fourier_beta, eval_every=args.eval_every)
+
+
+def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
+    """``--model``/``--encoder``; DeepLabV2 defaults to the paper's ResNet-101 (ResNet-18 for ``tiny``),
+    other architectures to :func:`~diga.create_model`'s own default encoder."""
+    from diga.models import create_model
+
+    encoder = args.encoder
+    if encoder is None and args.model == "deeplabv2":
+        encoder = "resnet18" if args.preset == "tiny" else PAPER_MODEL[1]
+    return create_model(args.model, num_classes=num_classes, encoder=encoder, pretrained=args.pretrained)
+
+
+def build_translator(spec: str, fourier_beta: float):
+    """``'fourier'``, ``'none'``, or a learned translator checkpoint path."""
+    from diga.augment import FourierTranslator
+
+    if spec == "none":
+        return None
+    if spec == "fourier":
+        return FourierTranslator(beta=fourier_beta)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--translator must be 'fourier', 'none' or a translator checkpoint; file not found: {path}"
+        )
+    from diga.models.translator import LearnedTranslator
+
+    return LearnedTranslator.from_checkpoint(path)
+
+
+def _check_work_dir(work_dir: Path, resume: bool, dist: DistInfo) -> None:
+    existing = (work_dir / "checkpoints").is_dir() and any((work_dir / "checkpoints").iterdir())
+    if existing and not resume:
+        raise SystemExit(
+            f"{work_dir} already holds a run (checkpoints/). Pass --resume to continue it, "
+            "or choose another --work-dir."
+        )
+
+
+def run_trainer(
+    args: argparse.Namespace,
+    *,
+    benchmark: str,
+    make_data: Callable[[argparse.Namespace, Recipe], DataSpec],
+    adjust_recipe: Callable[[Recipe], Recipe] | None = None,
+) -> dict[str, Any]:
+    """Everything after argument parsing: processes, model, translator, data, the pipeline.
+
+    ``adjust_recipe`` edits the preset first (``diga adapt`` on folders sets the
+    class count and crop size there).
+    """
+    recipe = resolve_recipe(args, benchmark)
+    if adjust_recipe is not None:
+        recipe = adjust_recipe(recipe)
+    dist = setup_distributed(args.device)
+    try:
+        work_dir = Path(args.work_dir)
+        _check_work_dir(work_dir, args.resume, dist)
+        torch.manual_seed(args.seed)
+        if dist.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        model = build_model(args, recipe.num_classes)
+        if args.sync_bn and dist.world_size > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if args.channels_last and dist.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        translator = build_translator(args.translator, args.fourier_beta)
+        if isinstance(translator, torch.nn.Module):
+            translator = translator.to(dist.device).eval()
+        data = make_data(args, recipe)
+        config = {"benchmark": benchmark, "args": {k: v for k, v in vars(args).items() if not callable(v)}}
+        return run_pipeline(
+            recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
+            seed=args.seed, amp=args.amp, num_workers=args.num_workers, resume=args.resume,
+            show_progress=not args.no_progress, config=config,
+            adapter_kwargs={"target_bn_leak": args.target_bn_leak,
+                            "teacher_train_mode": args.teacher_train_mode},
+        )
+    finally:
+        cleanup_distributed()

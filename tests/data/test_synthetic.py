@@ -1,0 +1,215 @@
+"""SyntheticShift: item contract, determinism, and the designed source -> target differences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from diga.data import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from diga.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
+
+DOMAINS = ("source", "target")
+N_STATS = 50  # items per domain behind the statistical tests
+IGNORE = 255
+C = len(SYNTHETIC_CLASSES)
+CLS = {name: i for i, name in enumerate(SYNTHETIC_CLASSES)}
+
+
+def _stack(domain: str, n: int = N_STATS, seed: int = 0, size=(64, 96)):
+    data = SyntheticShift(domain, size=size, length=n, seed=seed)
+    images, labels = zip(*(data[i] for i in range(n)), strict=True)
+    return torch.stack(images), torch.stack(labels)
+
+
+@pytest.fixture(scope="module")
+def items() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``N_STATS`` items per domain: images ``(N, 3, 64, 96)``, labels ``(N, 64, 96)``."""
+    return {domain: _stack(domain) for domain in DOMAINS}
+
+
+def _fractions(labels: torch.Tensor) -> torch.Tensor:
+    """Share of all pixels per class ``(C,)`` (ignore pixels count in the denominator)."""
+    return torch.bincount(labels.flatten(), minlength=IGNORE + 1)[:C].double() / labels.numel()
+
+
+def _saturation(images: torch.Tensor) -> torch.Tensor:
+    high = images.amax(dim=1)
+    return (high - images.amin(dim=1)) / high.clamp(min=1e-6)
+
+
+class TestSyntheticShift:
+    # -- contract ------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("domain", DOMAINS)
+    @pytest.mark.parametrize("size", [(64, 96), (40, 56), (17, 130)])
+    def test_item_shapes_dtypes_ranges(self, domain, size):
+        data = SyntheticShift(domain, size=size, length=3, seed=1)
+        for i in range(len(data)):
+            image, label = data[i]
+            assert image.shape == (3, *size) and image.dtype == torch.float32
+            assert label.shape == size and label.dtype == torch.int64
+            assert image.min() >= 0 and image.max() <= 1 and torch.isfinite(image).all()
+            valid = (label >= 0) & (label < C)
+            assert (valid | (label == IGNORE)).all()
+
+    def test_large_item(self):
+        image, label = SyntheticShift("target", size=(256, 512), length=1)[0]
+        assert image.shape == (3, 256, 512) and label.shape == (256, 512)
+        assert len(torch.unique(label)) >= 5
+
+    def test_class_tables(self):
+        assert SyntheticShift.classes == SYNTHETIC_CLASSES
+        assert SyntheticShift.palette == SYNTHETIC_PALETTE
+        assert SyntheticShift.num_classes == C == len(SYNTHETIC_PALETTE)
+        assert 7 <= C <= 8 and SyntheticShift.ignore_index == IGNORE
+        order = [CITYSCAPES_CLASSES.index(name) for name in SYNTHETIC_CLASSES]
+        assert order == sorted(order)  # a subset, in Cityscapes order
+        for name, colour in zip(SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, strict=True):
+            assert CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(name)] == colour
+
+    def test_len_and_repr(self):
+        data = SyntheticShift("source", length=7, seed=3)
+        assert len(data) == 7
+        assert "source" in repr(data) and "seed=3" in repr(data)
+
+    # -- determinism -----------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("domain", DOMAINS)
+    def test_same_arguments_same_items(self, domain):
+        a = SyntheticShift(domain, length=10, seed=5)
+        b = SyntheticShift(domain, length=10, seed=5)
+        for i in (0, 3, 9):
+            image_a, label_a = a[i]
+            image_b, label_b = b[i]
+            assert torch.equal(image_a, image_b) and torch.equal(label_a, label_b)
+        assert torch.equal(a[3][0], a[3][0])  # repeated access, no hidden state
+
+    def test_item_does_not_depend_on_length_or_global_seed(self):
+        torch.manual_seed(123)
+        first = SyntheticShift("target", length=4, seed=2)[3]
+        torch.manual_seed(456)
+        torch.rand(10)
+        second = SyntheticShift("target", length=100, seed=2)[3]
+        assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+    def test_different_seeds_indices_and_domains_differ(self):
+        def labels(domain, seed, index):
+            return SyntheticShift(domain, length=8, seed=seed)[index][1]
+
+        assert not torch.equal(labels("source", 0, 0), labels("source", 1, 0))
+        assert not torch.equal(labels("source", 0, 0), labels("source", 0, 1))
+        assert not torch.equal(labels("source", 0, 0), labels("target", 0, 0))
+        images = [SyntheticShift("target", length=1, seed=s)[0][0] for s in (0, 1)]
+        assert not torch.equal(*images)
+
+    # -- the designed domain shift, measured over N_STATS items per domain -----------------------
+
+    @pytest.mark.parametrize("domain", DOMAINS)
+    def test_every_class_appears(self, items, domain):
+        _, labels = items[domain]
+        present = torch.bincount(labels.flatten(), minlength=IGNORE + 1)[:C] > 0
+        missing = [name for name, here in zip(SYNTHETIC_CLASSES, present.tolist(), strict=True) if not here]
+        assert not missing, f"{domain}: missing {missing}"
+        # The big classes are in (nearly) every scene.
+        for name in ("road", "sidewalk", "building", "sky"):
+            per_item = (labels == CLS[name]).flatten(1).any(1)
+            assert per_item.float().mean() >= 0.95, name
+
+    def test_class_frequencies_differ_as_designed(self, items):
+        src, tgt = _fractions(items["source"][1]), _fractions(items["target"][1])
+        assert tgt[CLS["car"]] > 1.4 * src[CLS["car"]]  # more cars in the target
+        assert tgt[CLS["person"]] < 0.75 * src[CLS["person"]]  # fewer persons
+        assert tgt[CLS["pole"]] < 0.6 * src[CLS["pole"]]  # fewer poles
+        assert tgt[CLS["sky"]] > src[CLS["sky"]] + 0.04  # lower buildings, more sky
+        assert tgt[CLS["building"]] < src[CLS["building"]] - 0.04
+        for name in ("person", "pole", "car"):  # small classes are small in both
+            assert 0.002 < src[CLS[name]] < 0.1 and 0.002 < tgt[CLS[name]] < 0.1, name
+
+    def test_colours_differ(self, items):
+        (src_x, src_y), (tgt_x, tgt_y) = items["source"], items["target"]
+        src_sat, tgt_sat = _saturation(src_x), _saturation(tgt_x)
+        # Saturated "game engine" source vs desaturated real-like target.
+        assert src_sat.mean() > tgt_sat.mean() + 0.08
+        # Class colour cues do not carry over: source cars are saturated, target cars muted.
+        car = CLS["car"]
+        assert src_sat[src_y == car].mean() > 0.6 and tgt_sat[tgt_y == car].mean() < 0.45
+        # Target poles are dark, source poles light.
+        pole = CLS["pole"]
+        assert src_x.permute(1, 0, 2, 3)[:, src_y == pole].mean() > tgt_x.permute(1, 0, 2, 3)[
+            :, tgt_y == pole
+        ].mean() + 0.15
+        # Per-image lighting: the target's mean brightness varies more across images.
+        assert tgt_x.mean(dim=(1, 2, 3)).std() > src_x.mean(dim=(1, 2, 3)).std()
+
+    def test_target_has_texture_and_noise(self, items):
+        """Inside one surface, target pixels vary more (grain, marks, clouds, noise) than source ones."""
+        road, sky = CLS["road"], CLS["sky"]
+
+        def road_std(images, labels):
+            stds = [image[:, label == road].std(dim=1).mean() for image, label in zip(images, labels, strict=True)]
+            return torch.stack(stds).mean()
+
+        def sky_step(images, labels):  # mean horizontal step between neighbouring sky pixels
+            inside = (labels[:, :, 1:] == sky) & (labels[:, :, :-1] == sky)
+            return (images[..., 1:] - images[..., :-1]).abs().mean(dim=1)[inside].mean()
+
+        assert road_std(*items["target"]) > 1.5 * road_std(*items["source"])
+        assert sky_step(*items["target"]) > sky_step(*items["source"])
+
+    @pytest.mark.parametrize("domain", DOMAINS)
+    def test_ignore_present_but_rare(self, items, domain):
+        _, labels = items[domain]
+        ignored = (labels == IGNORE).double().mean()
+        assert 0 < ignored < 0.05
+        with_ignore = (labels == IGNORE).flatten(1).any(1).double().mean()
+        assert 0.1 < with_ignore < 0.9  # some images have it, some do not
+
+    # -- bad input ---------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("index", [-1, -8, 8, 100])
+    def test_index_out_of_range(self, index):
+        data = SyntheticShift("source", length=8)
+        with pytest.raises(IndexError, match="index"):
+            data[index]
+
+    def test_index_types(self):
+        data = SyntheticShift("source", length=8)
+        assert torch.equal(data[torch.tensor(2)][1], data[2][1])
+        with pytest.raises(TypeError, match="index"):
+            data[1.5]
+
+    @pytest.mark.parametrize("domain", ["real", "Source", "", None, 0])
+    def test_bad_domain(self, domain):
+        with pytest.raises(ValueError, match="domain"):
+            SyntheticShift(domain)
+
+    @pytest.mark.parametrize("size", [(8, 96), (64, 15), (64,), (64, 96, 3), 64, (64.0, 96), (True, 96)])
+    def test_bad_size(self, size):
+        with pytest.raises(ValueError, match="size"):
+            SyntheticShift("source", size=size)
+
+    @pytest.mark.parametrize("length", [0, -1, 2.5, "8", True])
+    def test_bad_length(self, length):
+        with pytest.raises(ValueError, match="length"):
+            SyntheticShift("source", length=length)
+
+    @pytest.mark.parametrize("seed", [-1, 0.5, None])
+    def test_bad_seed(self, seed):
+        with pytest.raises(ValueError, match="seed"):
+            SyntheticShift("source", seed=seed)
+
+    def test_settings_are_keyword_only(self):
+        with pytest.raises(TypeError):
+            SyntheticShift("source", (64, 96))
+
+    # -- with a DataLoader -------------------------------------------------------------------------
+
+    def test_dataloader_batches(self):
+        data = SyntheticShift("target", size=(32, 48), length=10, seed=4)
+        batches = list(DataLoader(data, batch_size=4, num_workers=0))
+        assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+        images, labels = batches[0]
+        assert images.shape == (4, 3, 32, 48) and images.dtype == torch.float32
+        assert labels.shape == (4, 32, 48) and labels.dtype == torch.int64
+        assert torch.equal(labels[1], data[1][1])

@@ -1,0 +1,154 @@
+"""The reference trainers end to end on tiny replicas of the real dataset layouts (CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diga.engine.checkpoint import load_checkpoint
+from diga.inference import load_model
+from tests.data.replicas import make_cityscapes, make_gta5, make_synthia
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--preset", "tiny", "--device", "cpu", "--num-workers", "0", "--no-progress",
+        "--warmup-steps", "3", "--self-training-steps", "2", "--model", "deeplabv2", "--encoder", "resnet18"]
+
+
+def example(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_gta5(root / "gta5", count=4, size=(96, 160))
+    make_synthia(root / "synthia", count=4, size=(96, 160))
+    make_cityscapes(root / "cityscapes", split="train", per_city=2, size=(64, 128))
+    make_cityscapes(root / "cityscapes", split="val", cities=("lindau",), per_city=2, size=(64, 128))
+    return root
+
+
+def argv(name: str, data: Path, work: Path, *extra: str) -> list[str]:
+    source = "gta5" if name == "gta_to_cityscapes" else "synthia"
+    return ["--source-root", str(data / source), "--target-root", str(data / "cityscapes"),
+            "--work-dir", str(work), *FAST, *extra]
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.mark.parametrize("name, classes", [("gta_to_cityscapes", 19), ("synthia_to_cityscapes", 16)])
+def test_trainer_runs_every_stage(data, tmp_path, name, classes):
+    work = tmp_path / "run"
+    results = example(name).main(argv(name, data, work))
+    assert list(results["stages"]) == ["warmup", "self_training_1", "self_training_2"]
+    for stage in results["stages"].values():
+        assert len(stage["iou"]) == classes and 0 <= stage["miou"] <= 1
+    if classes == 16:
+        assert "miou_subset" in results["final"]  # SYNTHIA's 13-class mIoU
+    on_disk = json.loads((work / "results.json").read_text())
+    assert on_disk["final"]["stage"] == "self_training_2" and "versions" in on_disk["config"]
+    assert json.loads((work / "config.json").read_text())["recipe"]["num_classes"] == classes
+    names = sorted(p.relative_to(work / "pseudo_round2").as_posix()
+                   for p in (work / "pseudo_round2").rglob("*.png"))
+    assert len(names) == 4 and names[0].startswith("aachen/")
+    for stage in ("warmup", "self_training_1", "self_training_2"):
+        assert (work / "checkpoints" / f"{stage}_final.pt").exists()
+    model, meta = load_model(work / "model.pt")
+    assert len(meta["classes"]) == classes and meta["extra"]["stage"] == "self_training_2"
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in records} >= {"warmup", "self_training_1", "self_training_2"}
+    assert any((work / "images").iterdir()) and (work / "miou.png").exists()
+
+
+def test_existing_run_needs_resume(data, tmp_path):
+    work = tmp_path / "run"
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "checkpoints" / "warmup_last.pt").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="--resume"):
+        example("gta_to_cityscapes").main(argv("gta_to_cityscapes", data, work))
+
+
+@pytest.fixture
+def one_thread():
+    """The killed run is a subprocess with OMP_NUM_THREADS=1; the in-process runs must sum alike."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_kill_and_resume_gives_the_same_final_weights(data, tmp_path, one_thread):
+    """SIGKILL a run mid-warm-up, resume it with --resume: the final weights equal an uninterrupted run's."""
+    args = ["--warmup-steps", "6"]
+    full = tmp_path / "full"
+    example("gta_to_cityscapes").main(argv("gta_to_cityscapes", data, full, *args))
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "examples" / "gta_to_cityscapes.py"),
+           *argv("gta_to_cityscapes", data, killed, *args)]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = killed / "checkpoints" / "warmup_last.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), proc.stderr.read().decode()[-3000:]
+    assert not (killed / "checkpoints" / "self_training_2_final.pt").exists()
+
+    example("gta_to_cityscapes").main(argv("gta_to_cityscapes", data, killed, *args, "--resume"))
+    a = load_checkpoint(full / "checkpoints" / "self_training_2_final.pt")["adapter"]
+    b = load_checkpoint(killed / "checkpoints" / "self_training_2_final.pt")["adapter"]
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_torchrun_two_processes(data, tmp_path):
+    work = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "examples" / "gta_to_cityscapes.py"),
+           *argv("gta_to_cityscapes", data, work, "--rounds", "1")]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    results = json.loads((work / "results.json").read_text())
+    assert results["config"]["world_size"] == 2 and results["final"]["stage"] == "self_training_1"
+    assert len(list((work / "pseudo_round1").rglob("*.png"))) == 4  # both ranks' shards written
+
+
+def test_missing_and_corrupt_files(data, tmp_path):
+    main = example("gta_to_cityscapes").main
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        main(argv("gta_to_cityscapes", data, tmp_path / "a") + ["--source-root", str(tmp_path / "nowhere")])
+    broken = tmp_path / "broken"
+    make_gta5(broken, count=4, size=(96, 160))
+    victim = sorted((broken / "images").iterdir())[0]
+    victim.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=victim.name):
+        main(argv("gta_to_cityscapes", data, tmp_path / "b") + ["--source-root", str(broken)])
+
+
+@pytest.mark.parametrize("name", ["gta_to_cityscapes", "synthia_to_cityscapes"])
+def test_help_documents_defaults_and_paper_values(name, capsys):
+    with pytest.raises(SystemExit):
+        example(name).main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--source-root", "--target-root", "--work-dir", "--preset", "--resume", "--model",
+                 "--encoder", "--pretrained", "--device", "--seed", "--amp"):
+        assert flag in text
+    assert "paper:" in text and "default:" in text

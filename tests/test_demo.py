@@ -1,0 +1,40 @@
+"""The quickstart demo in its reduced mode: the same code path as the 10-minute run, in seconds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from diga.demo import VARIANT_LABELS, DemoConfig, format_table, run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_quick_writes_everything(tmp_path):
+    results = run_demo(DemoConfig.quick(work_dir=str(tmp_path), show_progress=False, seeds=(0, 1)))
+    assert set(results["summary"]["miou"]) == set(VARIANT_LABELS)
+    for variant, (mean, std) in results["summary"]["miou"].items():
+        assert 0 <= mean <= 1 and std >= 0, variant
+    table = (tmp_path / "results.md").read_text()
+    for label in VARIANT_LABELS.values():
+        assert label in table
+    assert "+-" in table  # two seeds: mean and spread
+    assert json.loads((tmp_path / "results.json").read_text())["summary"]["num_seeds"] == 2
+    assert (tmp_path / "miou.png").exists() and (tmp_path / "seed0" / "demo.png").exists()
+    per_seed = results["per_seed"][0]
+    assert 0 <= per_seed["pseudo_label_precision"] <= 1 and 0 <= per_seed["kept_fraction"] <= 1
+
+
+def test_quickstart_example_is_the_demo(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "examples" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--quick", "--work-dir", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert "| variant | target mIoU (%) |" in out and "demo.png" in out
+
+
+def test_format_table_single_seed():
+    table = format_table({"num_seeds": 1, "miou": {"warmup": (0.5, 0.0)}})
+    assert table.splitlines()[-1] == "| DiGA warm-up | 50.0 |"
