@@ -1,0 +1,63 @@
+"""Write the built-in domain shift to PNG folders, to try folder-based workflows on real files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from diga._checks import check_number
+
+__all__ = ["write_shift_folders"]
+
+
+def write_shift_folders(
+    out: str | os.PathLike,
+    *,
+    source_items: int = 400,
+    target_items: int = 200,
+    val_items: int = 50,
+    size: tuple[int, int] = (64, 96),
+    seed: int = 0,
+) -> Path:
+    """Save :class:`~diga.data.SyntheticShift` as ``source/{images,labels}``, ``target/images``
+    (unlabelled), ``val/{images,labels}`` and ``classes.txt`` under ``out``.
+
+    Images are RGB PNGs, labels uint8 PNGs holding class ids (255: ignore), all
+    written atomically; a folder that already holds a file is left as it is.
+
+    Example:
+        >>> import tempfile
+        >>> root = write_shift_folders(tempfile.mkdtemp(), source_items=2, target_items=1, val_items=1)
+        >>> sorted(p.name for p in (root / "source" / "images").iterdir())
+        ['000000.png', '000001.png']
+    """
+    import io
+
+    from PIL import Image
+
+    from diga.data.io import save_label
+    from diga.data.synthetic import SyntheticShift
+    from diga.engine.checkpoint import atomic_write_bytes, atomic_write_text
+
+    for name, value in (("source_items", source_items), ("target_items", target_items),
+                        ("val_items", val_items)):
+        check_number(value, name, low=1, integer=True)
+    root = Path(out)
+    parts = (
+        ("source", SyntheticShift("source", size=size, length=source_items, seed=seed), True),
+        ("target", SyntheticShift("target", size=size, length=target_items, seed=seed), False),
+        ("val", SyntheticShift("target", size=size, length=val_items, seed=seed + 10_000), True),
+    )
+    for folder, data, with_labels in parts:
+        for i in range(len(data)):
+            image_path = root / folder / "images" / f"{i:06d}.png"
+            if not image_path.exists():
+                image, label = data[i]
+                array = (image.permute(1, 2, 0) * 255).round().byte().numpy()
+                buffer = io.BytesIO()
+                Image.fromarray(array).save(buffer, format="PNG")
+                atomic_write_bytes(image_path, buffer.getvalue())
+                if with_labels:
+                    save_label(root / folder / "labels" / f"{i:06d}.png", label.byte())
+    atomic_write_text(root / "classes.txt", "\n".join(SyntheticShift.classes) + "\n")
+    return root
