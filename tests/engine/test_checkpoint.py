@@ -51,3 +51,17 @@ def test_rng_state_round_trip():
     a = torch.rand(3)
     set_rng_state(state)
     assert torch.equal(torch.rand(3), a)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """A temp file from mkstemp is 0o600; the renamed result must be what open() would give."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        atomic_save({"v": 1}, tmp_path / "c.pt")
+        atomic_write_json(tmp_path / "r.json", {"v": 1})
+    finally:
+        os.umask(umask)
+    for name in ("c.pt", "r.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
