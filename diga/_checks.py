@@ -188,19 +188,17 @@ def check_labels(
     check_nonempty(labels, name)
     if not _VALUE_CHECKS:
         return labels
-    lo, hi = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())  # one pass, one read-back
+    # The ignore value is always allowed: fill it with a valid class, then one min/max pass and
+    # one read-back answer the rest (on CUDA each read-back is a host sync, so never two).
+    clean = labels.masked_fill(labels == ignore_index, 0)
+    lo, hi = (int(v) for v in torch.stack(torch.aminmax(clean)).tolist())
     if lo >= 0 and (num_classes is None or hi < num_classes):
         return labels
-    # Something lies outside [0, C): fine only if it is the ignore value (one fused pass).
-    bad = (labels < 0) if num_classes is None else ((labels < 0) | (labels >= num_classes))
-    bad &= labels != ignore_index
-    if bool(bad.any()):
-        value = int(labels[bad].flatten()[0])
-        expected = f"[0, {num_classes})" if num_classes is not None else "non-negative values"
-        raise ValueError(
-            f"`{name}` must hold class indices in {expected} or ignore_index={ignore_index}, got value {value}"
-        )
-    return labels
+    value = lo if lo < 0 else hi  # an offending value
+    expected = f"[0, {num_classes})" if num_classes is not None else "non-negative values"
+    raise ValueError(
+        f"`{name}` must hold class indices in {expected} or ignore_index={ignore_index}, got value {value}"
+    )
 
 
 def check_images(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-__all__ = ["class_argmax"]
+__all__ = ["class_argmax", "count_values", "host_to_device"]
 
 
 def class_argmax(scores: Tensor, dim: int = 1) -> Tensor:
@@ -19,3 +20,47 @@ def class_argmax(scores: Tensor, dim: int = 1) -> Tensor:
         tensor([[[1]]])
     """
     return scores.max(dim=dim).indices
+
+
+def count_values(index: Tensor, size: int) -> Tensor:
+    """``torch.bincount(index, minlength=size)`` for ``index`` in ``[0, size)``, with no host sync.
+
+    CUDA's ``bincount`` reads the maximum back to size its output (a host sync);
+    the output size is known here, so a ``scatter_add_`` does the same count on
+    the device. The CPU keeps ``bincount`` (faster there, and a CPU read is free).
+
+    Args:
+        index: int64 values in ``[0, size)``, any shape (flattened).
+        size: number of bins.
+
+    Returns:
+        ``(size,)`` int64 counts.
+
+    Example:
+        >>> count_values(torch.tensor([0, 2, 2]), 4)
+        tensor([1, 0, 2, 0])
+    """
+    index = index.reshape(-1)
+    if index.device.type == "cpu":
+        return torch.bincount(index, minlength=size)
+    return _scatter_count(index, size)
+
+
+def _scatter_count(index: Tensor, size: int) -> Tensor:
+    """The device branch of :func:`count_values`: ``(size,)`` counts by ``scatter_add_``."""
+    return index.new_zeros(size).scatter_add_(0, index, torch.ones_like(index))
+
+
+def host_to_device(x: Tensor, device: torch.device | str) -> Tensor:
+    """Move a small tensor drawn on the host (a CPU generator's draws) to ``device``, without a sync.
+
+    A blocking host-to-GPU copy waits for every kernel already queued on the
+    stream (a host sync in the middle of a step); an asynchronous one from
+    pageable memory is staged before the call returns, so it is safe and waits
+    for nothing. A no-op on the same device.
+
+    Example:
+        >>> host_to_device(torch.arange(3), "cpu")
+        tensor([0, 1, 2])
+    """
+    return x.to(device, non_blocking=True)

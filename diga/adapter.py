@@ -9,7 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from diga._checks import check_images, check_labels, check_number, check_same_batch, check_same_spatial
+from diga._checks import (
+    check_images,
+    check_labels,
+    check_number,
+    check_same_batch,
+    check_same_spatial,
+    value_checks,
+)
 from diga._ops import class_argmax
 from diga.augment import CrossDomainMix, StrongPhotometric, Translator, class_mix_mask, mix_by_mask
 from diga.losses import SymmetricKDLoss, resize_logits, segmentation_ce_loss
@@ -78,6 +85,13 @@ class Adapter(nn.Module):
     construction copy counts as that first (iteration-0) update, so calling
     :meth:`update_teacher` after each optimiser step reproduces the paper's
     sequence exactly.
+
+    Checks: each step checks its inputs (shapes; label range and pixel range
+    with one read-back each, unless :func:`diga.set_value_checks` is off) and
+    runs its internals with value checks off, since everything they see was
+    built from checked inputs: no host sync mid-step on CUDA. The model's
+    outputs are not checked for NaN (a diverged loss shows as NaN, and AMP's
+    scaler skips such steps).
 
     Args:
         model: any segmentation model (smp, :class:`~diga.models.TimmSegmenter`,
@@ -290,6 +304,13 @@ class Adapter(nn.Module):
         self._check_source(source_images, source_labels)
         if target_images is not None:
             check_images(target_images, "target_images")
+        with value_checks(False):  # the inputs are checked; what the step builds from them is not re-read
+            return self._warmup(source_images, source_labels, target_images, generator)
+
+    def _warmup(
+        self, source_images: Tensor, source_labels: Tensor, target_images: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> StepOutput:
         b = source_images.shape[0]
         translated = self._translate(source_images, target_images)
         augmented = self.augment(source_images, generator=generator)
@@ -379,6 +400,16 @@ class Adapter(nn.Module):
                         f"`{name}` must be (B, H, W) = {(target_images.shape[0], *size)}, "
                         f"got {tuple(lbl.shape)}"
                     )
+        with value_checks(False):  # the inputs are checked; what the step builds from them is not re-read
+            return self._self_training(
+                source_images, source_labels, target_images, target_pseudo_labels, target_labels, generator
+            )
+
+    def _self_training(
+        self, source_images: Tensor, source_labels: Tensor, target_images: Tensor,
+        target_pseudo_labels: Tensor | None, target_labels: Tensor | None, generator: torch.Generator | None,
+    ) -> StepOutput:
+        size = target_images.shape[-2:]
         b = source_images.shape[0]
 
         translated = self._translate(source_images, target_images)

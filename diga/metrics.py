@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from diga import _dist
 from diga._checks import check_labels, check_ndim, check_number, check_same_shape
-from diga._ops import class_argmax
+from diga._ops import class_argmax, count_values
 
 __all__ = ["ConfusionMatrix", "iou_from_confusion", "miou"]
 
@@ -17,7 +17,7 @@ __all__ = ["ConfusionMatrix", "iou_from_confusion", "miou"]
 def _confusion(preds: Tensor, labels: Tensor, num_classes: int, ignore_index: int) -> Tensor:
     valid = labels != ignore_index
     idx = torch.where(valid, labels * num_classes + preds, torch.full_like(labels, num_classes**2))
-    counts = torch.bincount(idx.flatten(), minlength=num_classes**2 + 1)
+    counts = count_values(idx, num_classes**2 + 1)
     return counts[: num_classes**2].reshape(num_classes, num_classes)
 
 

@@ -265,3 +265,52 @@ def test_ablation_switches():
     views = torch.cat([src, out.images["mixed"]])
     logits, _ = both.student(views)
     torch.testing.assert_close(out.loss, segmentation_ce_loss(logits, lbl.repeat(2, 1, 1)))
+
+
+class TestHostReads:
+    """A step reads values back only to check its inputs (one read each), never mid-step.
+
+    On CUDA every read is a host sync that stalls the queue; the internals run on what the
+    step built from checked inputs, so they are not re-checked. Counted: reads made by diga's
+    own code (kornia's blur reads its sigma on the host, its own business).
+    """
+
+    @pytest.fixture
+    def reads(self, monkeypatch):
+        import sys
+
+        sites = []
+        for name in ("tolist", "item", "__bool__", "__int__", "__float__"):
+            real = getattr(torch.Tensor, name)
+
+            def spy(self, *args, _real=real, **kwargs):
+                caller = sys._getframe(1)
+                if "/diga/" in caller.f_code.co_filename.replace("\\", "/"):
+                    sites.append(caller.f_code.co_name)
+                return _real(self, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, spy)
+        return sites
+
+    def test_warmup_reads_only_its_inputs(self, adapter, reads):
+        src, lbl, tgt, _ = batch()
+        adapter.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
+        # source images, source labels, target images; the augmentation's step order is a CPU permutation
+        assert reads == ["check_images", "check_labels", "check_images", "strong_photometric"]
+
+    def test_self_training_reads_only_its_inputs(self, adapter, reads):
+        src, lbl, tgt, tgt_lbl = batch()
+        adapter.init_centroids([tgt])
+        reads.clear()
+        adapter.self_training_step(src, lbl, tgt, tgt_lbl, generator=torch.Generator().manual_seed(1))
+        assert reads == ["check_images", "check_labels", "check_images", "check_labels",
+                         "strong_photometric", "strong_photometric"]
+
+    def test_inputs_still_checked(self, adapter):
+        src, lbl, tgt, tgt_lbl = batch()
+        with pytest.raises(ValueError, match="source_labels"):
+            adapter.warmup_step(src, lbl.clamp_max(C - 1) + 1, tgt)
+        with pytest.raises(ValueError, match="target_images"):
+            adapter.warmup_step(src, lbl, tgt * 2)
+        with pytest.raises(ValueError, match="target_pseudo_labels"):
+            adapter.self_training_step(src, lbl, tgt, tgt_lbl + C)

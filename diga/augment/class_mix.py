@@ -16,6 +16,7 @@ from diga._checks import (
     check_same_spatial,
     value_checks,
 )
+from diga._ops import host_to_device
 
 __all__ = ["CrossDomainMix", "class_mix_mask", "mix_by_mask"]
 
@@ -90,7 +91,7 @@ def _class_mix_mask(
     present = present[:, :num_classes]
 
     if generator is not None and generator.device != device:
-        scores = torch.rand(b, num_classes, generator=generator, device=generator.device).to(device)
+        scores = host_to_device(torch.rand(b, num_classes, generator=generator, device=generator.device), device)
     else:
         scores = torch.rand(b, num_classes, generator=generator, device=device)
     # Absent classes rank after every present one (scores are in [0, 1)).

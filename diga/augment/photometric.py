@@ -11,19 +11,20 @@ from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn
 
 from diga._checks import check_images, check_number
+from diga._ops import host_to_device
 
 __all__ = ["StrongPhotometric", "strong_photometric"]
 
 
 def _uniform(n: int, low: float, high: float, generator, device) -> Tensor:
     gen_device = generator.device if generator is not None else device
-    u = torch.rand(n, generator=generator, device=gen_device).to(device)
+    u = host_to_device(torch.rand(n, generator=generator, device=gen_device), device)
     return low + (high - low) * u
 
 
 def _bernoulli(n: int, p: float, generator, device) -> Tensor:
     gen_device = generator.device if generator is not None else device
-    return (torch.rand(n, generator=generator, device=gen_device) < p).to(device)
+    return host_to_device(torch.rand(n, generator=generator, device=gen_device) < p, device)
 
 
 def _check_params(

@@ -17,7 +17,7 @@ from diga._checks import (
     check_same_batch,
     value_checks,
 )
-from diga._ops import class_argmax
+from diga._ops import class_argmax, count_values
 
 __all__ = ["ClassCentroids"]
 
@@ -208,7 +208,7 @@ class ClassCentroids(nn.Module):
         dtype = _acc_dtype(features)
         slots = self.num_classes + 1
         idx = cls.reshape(-1)
-        counts = torch.bincount(idx, minlength=slots)[: self.num_classes].to(dtype)
+        counts = count_values(idx, slots)[: self.num_classes].to(dtype)
         with _no_autocast(features.device):
             if d > slots:
                 onehot = features.new_zeros(b, idx.numel() // b, slots, dtype=dtype)

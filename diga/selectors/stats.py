@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from diga._checks import check_same_shape
+from diga._ops import count_values
 
 __all__ = ["SelectionStats", "kept_fractions", "selection_output"]
 
@@ -47,10 +48,10 @@ def kept_fractions(
     valid = before != ignore_index
     kept = after != ignore_index
     idx = torch.where(valid, before, torch.full_like(before, num_classes)).flatten()
-    total = torch.bincount(idx, minlength=num_classes + 1)[:num_classes]
+    total = count_values(idx, num_classes + 1)[:num_classes]
     idx_kept = torch.where(kept, before, torch.full_like(before, num_classes)).flatten()
-    survived = torch.bincount(idx_kept, minlength=num_classes + 1)[:num_classes]
-    nan = torch.tensor(float("nan"), device=before.device)
+    survived = count_values(idx_kept, num_classes + 1)[:num_classes]
+    nan = torch.full((), float("nan"), device=before.device)  # a fill, not a host-to-device copy
     per_class = torch.where(total > 0, survived / total.clamp_min(1), nan)
     overall_total = total.sum()
     overall = torch.where(overall_total > 0, survived.sum() / overall_total.clamp_min(1), nan)

@@ -13,6 +13,7 @@ from diga._checks import (
     check_number,
     check_same_batch,
 )
+from diga._ops import count_values
 from diga.losses.segmentation_ce import resize_logits
 from diga.selectors.stats import SelectionStats, selection_output
 
@@ -149,7 +150,7 @@ class ClassBalancedSelector(_ThresholdBase):
         # Sort by class, then confidence: conf lies in [0, 1], so class * 2 + conf orders both.
         key = cls.double() * 2 + conf.double()
         sorted_conf = conf[key.argsort()]
-        counts = torch.bincount(cls, minlength=num_classes + 1)[:num_classes]
+        counts = count_values(cls, num_classes + 1)[:num_classes]
         starts = counts.cumsum(0) - counts
         offset = torch.floor((1 - self.portion) * counts.double()).long()
         offset = torch.minimum(offset, (counts - 1).clamp_min(0))
