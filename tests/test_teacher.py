@@ -118,3 +118,53 @@ class TestEMATeacher:
         teacher = EMATeacher(small_net())
         with pytest.raises(ValueError, match="student"):
             teacher.update(nn.Linear(2, 2))
+
+
+class TestUpdatePlan:
+    """The parameter/buffer slots are found once per student; what they hold is read at every update."""
+
+    def test_traversal_once_per_student(self, monkeypatch):
+        student = small_net()
+        teacher = EMATeacher(student)
+        teacher.update(student)
+        calls = []
+        real = nn.Module.named_parameters
+
+        def spy(self, *args, **kwargs):
+            calls.append(type(self).__name__)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(nn.Module, "named_parameters", spy)
+        teacher.update(student)
+        assert calls == []
+        other = small_net()
+        teacher.update(other)  # a new student: slots found (and checked) again
+        assert calls
+
+    def test_sees_moved_and_cast_tensors(self):
+        torch.manual_seed(0)
+        student = small_net()
+        teacher = EMATeacher(student, momentum=0.5)
+        ref = copy.deepcopy(student)
+        teacher.update(student)
+        paper_update(ref, student, 0, momentum=0.5)
+        student.double()  # parameters keep their objects, buffers are replaced
+        student(torch.randn(2, 3, 8, 8, dtype=torch.float64))  # new running statistics
+        teacher.update(student)  # float32 teacher, float64 student: the per-dtype path
+        paper_update(ref, student.float(), 1, momentum=0.5)
+        for a, b in zip(teacher.model.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(teacher.model[1].running_mean, student[1].running_mean.float())
+
+    def test_copy_and_pickle_after_update(self):
+        import pickle
+
+        student = small_net()
+        teacher = EMATeacher(student)
+        teacher.update(student)
+        twin = copy.deepcopy(teacher)
+        back = pickle.loads(pickle.dumps(teacher))
+        for t in (twin, back):
+            t.update(student)
+            assert t.step == 2
+            assert torch.equal(t.model[0].weight, student[0].weight)
