@@ -1,4 +1,4 @@
-"""Run logs: a JSON-lines file of every logged step (rank 0 writes) and progress bars."""
+"""Run logs: a JSON-lines file of every logged step (rank 0 writes), TensorBoard when installed, progress bars."""
 
 from __future__ import annotations
 
@@ -27,14 +27,28 @@ def scalars(parts: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _summary_writer(log_dir: str | os.PathLike, purge_step: int | None) -> Any:
+    """A TensorBoard writer, or None where the ``tensorboard`` package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package, an optional extra
+        return None
+    return SummaryWriter(str(log_dir), purge_step=purge_step, flush_secs=30)
+
+
 class JsonlLogger:
     """Appends one JSON object per line; on resume, lines past the resumed step are dropped.
+
+    With ``tensorboard`` set and the ``tensorboard`` package installed, every
+    scalar also goes to TensorBoard as ``<stage>/<name>`` (events past the
+    resumed step are purged there too); without the package, nothing changes.
 
     Args:
         path: the ``.jsonl`` file.
         enabled: False on every rank but 0.
         resume_step: when resuming, keep only records with ``step < resume_step`` of this stage.
         stage: written into every record.
+        tensorboard: folder for TensorBoard event files (None: no TensorBoard).
     """
 
     def __init__(
@@ -44,10 +58,12 @@ class JsonlLogger:
         enabled: bool = True,
         stage: str = "",
         resume_step: int | None = None,
+        tensorboard: str | os.PathLike | None = None,
     ) -> None:
         self.path = Path(path)
         self.enabled = enabled
         self.stage = stage
+        self.writer = _summary_writer(tensorboard, resume_step) if enabled and tensorboard is not None else None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if resume_step is not None and self.path.exists():
@@ -65,9 +81,19 @@ class JsonlLogger:
     def log(self, step: int, values: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        record = {"stage": self.stage, "step": int(step), **scalars(values)}
+        numbers = scalars(values)
+        record = {"stage": self.stage, "step": int(step), **numbers}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in numbers.items():
+                self.writer.add_scalar(f"{self.stage}/{key}" if self.stage else key, value, int(step))
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer (the JSON lines are written as they come)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     @staticmethod
     def read(path: str | os.PathLike) -> list[dict]:

@@ -273,7 +273,7 @@ def train_stage(
     tgt_iters = loaders(target_parts, 1)
     # Records up to the checkpointed step were written before the checkpoint: keep them.
     logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=name,
-                         resume_step=start + 1 if start > 0 else None)
+                         resume_step=start + 1 if start > 0 else None, tensorboard=work_dir / "tensorboard")
 
     def save_last(step: int) -> None:
         rng = get_rng_state()
@@ -347,6 +347,7 @@ def train_stage(
         if checkpoint_every and (done % checkpoint_every == 0) and done < steps:
             save_last(done)
     bar.close()
+    logger.close()
     save_last(steps)
     if dist.is_main:
         atomic_save({"adapter": adapter.state_dict(), "stage": name, "step": steps,

@@ -47,8 +47,8 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
                    "init (default: %(default)s; the paper's scripts are unseeded)")
     g.add_argument("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with "
                    "gradient scaling (default: off; paper: fp32)")
-    g.add_argument("--num-workers", type=int, default=4, help="data-loading workers per process "
-                   "(default: %(default)s; paper: 1)")
+    g.add_argument("--num-workers", type=int, default=None, help="data-loading workers per loader and "
+                   "process (default: min(4, CPU count); paper: 1)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g.add_argument("--config", default=None, help="YAML or JSON file whose keys set any of these flags "
                    "(command-line flags win); the resolved config is written to <work-dir>/config.json")
@@ -213,10 +213,19 @@ def run_trainer(
         config = {"benchmark": benchmark, "args": {k: v for k, v in vars(args).items() if not callable(v)}}
         return run_pipeline(
             recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
-            seed=args.seed, amp=args.amp, num_workers=args.num_workers, resume=args.resume,
+            seed=args.seed, amp=args.amp, num_workers=_workers(args.num_workers), resume=args.resume,
             show_progress=not args.no_progress, config=config,
             adapter_kwargs={"target_bn_leak": args.target_bn_leak,
                             "teacher_train_mode": args.teacher_train_mode},
         )
     finally:
         cleanup_distributed()
+
+
+def _workers(requested: int | None) -> int:
+    """``--num-workers``, or min(4, CPU count) when not given (more only oversubscribes small machines)."""
+    if requested is None:
+        return min(4, os.cpu_count() or 1)
+    if requested < 0:
+        raise ValueError(f"`--num-workers` must be >= 0, got {requested}")
+    return requested

@@ -408,7 +408,7 @@ def train_translator(
                           {**summary, "versions": {"diga": diga.__version__, "torch": torch.__version__}})
     # Records carry the number of steps done: those up to `start` predate the checkpoint and stay.
     logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=STAGE,
-                         resume_step=start + 1 if start > 0 else None)
+                         resume_step=start + 1 if start > 0 else None, tensorboard=work_dir / "tensorboard")
 
     def save_last(step: int) -> None:
         rng = get_rng_state()
@@ -504,6 +504,7 @@ def train_translator(
         if checkpoint_every and done % checkpoint_every == 0 and done < steps:
             save_last(done)
     bar.close()
+    logger.close()
     critics.requires_grad_(True)
     save_last(steps)
     if dist.is_main:

@@ -43,3 +43,41 @@ def test_line_plot_draws_series():
     img = line_plot({"a": ([0, 1], [0.0, 1.0]), "b": ([0, 1], [1.0, float("nan")])}, title="t")
     arr = torch.from_numpy(np.array(img)).reshape(-1, 3)
     assert (arr != 255).any(dim=1).sum() > 100  # something was drawn
+
+
+def test_tensorboard_mirror(tmp_path, monkeypatch):
+    import diga.engine.log as log_module
+
+    class Writer:
+        def __init__(self):
+            self.scalars, self.closed = [], False
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, value, step))
+
+        def close(self):
+            self.closed = True
+
+    made = []
+    monkeypatch.setattr(log_module, "_summary_writer", lambda d, purge: made.append((d, purge)) or Writer())
+    log = JsonlLogger(tmp_path / "log.jsonl", stage="warmup", tensorboard=tmp_path / "tb", resume_step=3)
+    log.log(4, {"loss": torch.tensor(0.5), "v": torch.zeros(2)})
+    writer = log.writer
+    log.close()
+    assert made == [(tmp_path / "tb", 3)]
+    assert writer.scalars == [("warmup/loss", 0.5, 4)] and writer.closed
+    JsonlLogger(tmp_path / "b.jsonl", enabled=False, tensorboard=tmp_path / "tb").log(1, {"a": 1})
+    assert len(made) == 1  # a disabled (non-zero rank) logger opens no writer
+
+
+def test_summary_writer_needs_the_package(tmp_path):
+    import importlib.util
+
+    from diga.engine.log import _summary_writer
+
+    writer = _summary_writer(tmp_path / "tb", None)
+    if importlib.util.find_spec("tensorboard") is None:
+        assert writer is None
+    else:
+        writer.close()
+        assert any((tmp_path / "tb").iterdir())

@@ -152,3 +152,14 @@ def test_help_documents_defaults_and_paper_values(name, capsys):
                  "--encoder", "--pretrained", "--device", "--seed", "--amp"):
         assert flag in text
     assert "paper:" in text and "default:" in text
+
+
+def test_default_workers_fit_the_machine():
+    import os
+
+    from diga.engine.trainer_cli import _workers
+
+    assert _workers(None) == min(4, os.cpu_count() or 1)
+    assert _workers(0) == 0 and _workers(6) == 6
+    with pytest.raises(ValueError, match="num-workers"):
+        _workers(-1)
