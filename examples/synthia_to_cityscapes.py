@@ -10,32 +10,13 @@ Every default is the paper's recipe (docs/recipes.md); ``--help`` lists each fla
 
 from __future__ import annotations
 
-import argparse
-
-from diga.engine.data_specs import benchmark_data
-from diga.engine.recipes import get_recipe
-from diga.engine.trainer_cli import add_trainer_args, parse_with_config, run_trainer
+from diga.engine.trainer_cli import run_benchmark_trainer
 
 BENCHMARK = "synthia"
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    data.add_argument("--source-root", required=True, help="SYNTHIA-RAND-CITYSCAPES folder with RGB/ and GT/LABELS/")
-    data.add_argument("--target-root", required=True, help="Cityscapes folder with leftImg8bit/ and gtFine/")
-    data.add_argument("--source-list", default=None, help="optional list of SYNTHIA image names to use")
-    data.add_argument("--target-list", default=None, help="optional list of Cityscapes train images")
-    return add_trainer_args(parser, paper=get_recipe(BENCHMARK, "paper"))
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_with_config(make_parser(), argv)
-    return run_trainer(args, benchmark=BENCHMARK, make_data=lambda a, recipe: benchmark_data(
-        BENCHMARK, recipe, source_root=a.source_root, target_root=a.target_root, seed=a.seed,
-        source_list=a.source_list, target_list=a.target_list,
-        rare_class_sampling=a.rare_class_sampling, work_dir=a.work_dir,
-    ))
+    return run_benchmark_trainer(BENCHMARK, argv, description=__doc__)
 
 
 if __name__ == "__main__":

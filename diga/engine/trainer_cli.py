@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from diga.engine.data_specs import benchmark_data
 from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
 from diga.engine.pipeline import DataSpec, run_pipeline
 from diga.engine.recipes import Recipe, get_recipe
@@ -19,14 +20,20 @@ from diga.engine.recipes import Recipe, get_recipe
 __all__ = [
     "add_trainer_args",
     "apply_config",
+    "benchmark_parser",
     "build_model",
     "build_translator",
     "load_config_file",
     "parse_with_config",
+    "run_benchmark_trainer",
     "run_trainer",
 ]
 
 PAPER_MODEL = ("deeplabv2", "resnet101")
+_SOURCES = {  # benchmark: (--source-root help, name in --source-list's help)
+    "gta5": ("GTA5 folder with images/ and labels/", "GTA5"),
+    "synthia": ("SYNTHIA-RAND-CITYSCAPES folder with RGB/ and GT/LABELS/", "SYNTHIA"),
+}
 
 
 def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argparse.ArgumentParser:
@@ -229,3 +236,29 @@ def _workers(requested: int | None) -> int:
     if requested < 0:
         raise ValueError(f"`--num-workers` must be >= 0, got {requested}")
     return requested
+
+
+def benchmark_parser(benchmark: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a reference trainer (``gta5`` or ``synthia`` -> Cityscapes): data flags + shared flags."""
+    if benchmark not in _SOURCES:
+        raise ValueError(f"`benchmark` must be one of {sorted(_SOURCES)}, got {benchmark!r}")
+    source_help, source_name = _SOURCES[benchmark]
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--source-root", required=True, help=source_help)
+    data.add_argument("--target-root", required=True, help="Cityscapes folder with leftImg8bit/ and gtFine/")
+    data.add_argument("--source-list", default=None, help=f"optional list of {source_name} image names to use")
+    data.add_argument("--target-list", default=None, help="optional list of Cityscapes train images")
+    return add_trainer_args(parser, paper=get_recipe(benchmark, "paper"))
+
+
+def run_benchmark_trainer(
+    benchmark: str, argv: Sequence[str] | None = None, *, description: str | None = None
+) -> dict[str, Any]:
+    """Parse a reference trainer's flags (and ``--config``) and run every stage on its datasets."""
+    args = parse_with_config(benchmark_parser(benchmark, description), argv)
+    return run_trainer(args, benchmark=benchmark, make_data=lambda a, recipe: benchmark_data(
+        benchmark, recipe, source_root=a.source_root, target_root=a.target_root, seed=a.seed,
+        source_list=a.source_list, target_list=a.target_list,
+        rare_class_sampling=a.rare_class_sampling, work_dir=a.work_dir,
+    ))
