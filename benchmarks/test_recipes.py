@@ -27,7 +27,15 @@ from diga.engine.distributed import DistInfo
 from diga.engine.pipeline import build_adapter
 from diga.engine.recipes import get_recipe
 from diga.engine.sampling import infinite_loader
-from diga.engine.stages import as_batch, autocast_context, concat_batches, generate_pseudo_labels, make_optimizer
+from diga.engine.stages import (
+    as_batch,
+    autocast_context,
+    concat_batches,
+    generate_pseudo_labels,
+    make_optimizer,
+    optimizer_step,
+    run_step,
+)
 from diga.inference import predict_logits
 
 SUITE = "recipes"
@@ -93,21 +101,9 @@ def _time_stage(adapter, recipe, stage_recipe, data, stage, pseudo_dir, iters, w
              for k, v in concat_batches([as_batch(next(it)) for it in tgt]).items()}
         sync(device)
         start = time.perf_counter()
-        g = torch.Generator().manual_seed(i)
-        with autocast:
-            if stage == "warmup":
-                out = adapter.warmup_step(s["image"], s["label"], t["image"], generator=g)
-            else:
-                out = adapter.self_training_step(s["image"], s["label"], t["image"], t["pseudo_label"], generator=g)
-        if scaler is not None:
-            scaler.scale(out.loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            out.loss.backward()
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
+        with autocast:  # what train_stage does each step
+            out = run_step(adapter, stage, s, t, torch.Generator().manual_seed(i))
+        optimizer_step(out.loss, opt, sched, scaler)
         adapter.update_teacher()
         sync(device)
         if i >= warm:

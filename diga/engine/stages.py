@@ -34,6 +34,8 @@ __all__ = [
     "evaluate",
     "generate_pseudo_labels",
     "make_optimizer",
+    "optimizer_step",
+    "run_step",
     "stage_checkpoint",
     "train_stage",
 ]
@@ -145,7 +147,8 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
 
 
-def _run_step(adapter: Adapter, stage: str, src: dict, tgt: dict | None, generator) -> StepOutput:
+def run_step(adapter: Adapter, stage: str, src: dict, tgt: dict | None, generator) -> StepOutput:
+    """One forward of ``stage`` (``source_only``, ``warmup``, ``self_training``) on batch dicts."""
     if stage == "source_only":
         return adapter.source_only_step(src["image"], src["label"])
     if stage == "warmup":
@@ -158,6 +161,19 @@ def _run_step(adapter: Adapter, stage: str, src: dict, tgt: dict | None, generat
         src["image"], src["label"], tgt["image"], tgt.get("pseudo_label"),
         target_labels=tgt.get("label"), generator=generator,
     )
+
+
+def optimizer_step(loss: Tensor, optimizer, scheduler, scaler=None) -> None:
+    """Backward (scaled when fp16 AMP gives a ``scaler``), optimiser and schedule step, gradients cleared."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
 
 
 def _save_images(out: StepOutput, path: Path, palette, ignore_index: int, max_items: int = 4) -> None:
@@ -310,16 +326,8 @@ def train_stage(
         tgt = next_batch(tgt_iters)
         gen = step_generator(seed, step, stream=zlib.crc32(name.encode()) % 10_007, rank=dist.rank)
         with autocast:
-            out = _run_step(adapter, stage, src, tgt, gen)
-        if scaler is not None:
-            scaler.scale(out.loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            out.loss.backward()
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+            out = run_step(adapter, stage, src, tgt, gen)
+        optimizer_step(out.loss, optimizer, scheduler, scaler)
         adapter.update_teacher()
         bar.update(1)
 
