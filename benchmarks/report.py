@@ -75,7 +75,9 @@ matters is the whole step's overhead over the model passes, where a host sync
 mid-step stalls the queue: `benchmarks/sync_audit.py` counts them (a step now
 reads back only its checked inputs), and the whole-step section gives the
 overhead (above the 5% target on CUDA; the strong augmentation is the largest
-part of it).
+part of it). The CUDA recipe rows of 2026-11-29 were measured before the last
+host-sync fixes of that day (fp32 before all of them, AMP before the `bincount`
+one), so they are slightly pessimistic; docs/recipes.md says the same.
 
 **How we measure.** Each function is warmed up, then timed in interleaved
 rounds (one call of each function per round, back to back, in a rotating
