@@ -34,18 +34,14 @@ def audit(step, label: str) -> list[str]:
     def record(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
         sites.append(_diga_site())
 
-    previous = warnings.showwarning
-    warnings.showwarning = record
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = record
+    with warnings.catch_warnings():  # restores the filters and showwarning on exit
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
             step()
+        finally:
             torch.cuda.set_sync_debug_mode("default")
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-        warnings.showwarning = previous
     print(f"{label}: {len(sites)} host sync(s)")
     for site in sites:
         print(f"    {site}")
