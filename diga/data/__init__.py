@@ -1,6 +1,7 @@
 """Data: datasets (Cityscapes, GTA5, SYNTHIA, any folder, the built-in shift), transforms, class tables."""
 
 from diga.data._base import SegmentationDataset
+from diga.data.cache import CachedDataset
 from diga.data.cityscapes import Cityscapes
 from diga.data.classes import (
     CITYSCAPES_CLASSES,
@@ -19,6 +20,7 @@ from diga.data.folder import SegmentationFolder
 from diga.data.gta5 import GTA5
 from diga.data.io import IMAGE_SUFFIXES, load_image, load_label, save_label
 from diga.data.pseudo import PseudoLabelled, item_name
+from diga.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
 from diga.data.synthia import Synthia
 from diga.data.transforms import (
     PairedCompose,
@@ -36,12 +38,15 @@ __all__ = [
     "CITYSCAPES_PALETTE",
     "GTA5",
     "IMAGE_SUFFIXES",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_PALETTE",
     "SYNTHIA13_CLASSES",
     "SYNTHIA13_IN_16",
     "SYNTHIA16_CLASSES",
     "SYNTHIA16_IN_19",
     "SYNTHIA_ID_TO_TRAIN_ID",
     "SYNTHIA_PALETTE",
+    "CachedDataset",
     "Cityscapes",
     "PairedCompose",
     "PseudoLabelled",
@@ -52,6 +57,7 @@ __all__ = [
     "SegmentationDataset",
     "SegmentationFolder",
     "Synthia",
+    "SyntheticShift",
     "item_generator",
     "item_name",
     "load_image",
