@@ -186,14 +186,24 @@ def check_labels(
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"`{name}` must be an integer tensor (int64), got dtype {labels.dtype}")
     check_nonempty(labels, name)
+    check_label_values(labels, name, num_classes=num_classes, ignore_index=ignore_index)
+    return labels
+
+
+def check_label_values(
+    labels: Tensor, name: str, *, num_classes: int | None, ignore_index: int, is_ignore: Tensor | None = None
+) -> None:
+    """The value part of :func:`check_labels` (a value check); ``is_ignore`` is ``labels == ignore_index``
+    when the caller has it already (one pass over the labels fewer)."""
     if not _VALUE_CHECKS:
-        return labels
+        return
     # The ignore value is always allowed: fill it with a valid class, then one min/max pass and
     # one read-back answer the rest (on CUDA each read-back is a host sync, so never two).
-    clean = labels.masked_fill(labels == ignore_index, 0)
+    # (torch.where, not masked_fill: the same values, 2x faster on the CPU for int64.)
+    clean = torch.where(labels == ignore_index if is_ignore is None else is_ignore, 0, labels)
     lo, hi = (int(v) for v in torch.stack(torch.aminmax(clean)).tolist())
     if lo >= 0 and (num_classes is None or hi < num_classes):
-        return labels
+        return
     value = lo if lo < 0 else hi  # an offending value
     expected = f"[0, {num_classes})" if num_classes is not None else "non-negative values"
     raise ValueError(

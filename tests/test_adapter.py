@@ -296,14 +296,14 @@ class TestHostReads:
         src, lbl, tgt, _ = batch()
         adapter.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
         # source images, source labels, target images; the augmentation's step order is a CPU permutation
-        assert reads == ["check_images", "check_labels", "check_images", "strong_photometric"]
+        assert reads == ["check_images", "check_label_values", "check_images", "strong_photometric"]
 
     def test_self_training_reads_only_its_inputs(self, adapter, reads):
         src, lbl, tgt, tgt_lbl = batch()
         adapter.init_centroids([tgt])
         reads.clear()
         adapter.self_training_step(src, lbl, tgt, tgt_lbl, generator=torch.Generator().manual_seed(1))
-        assert reads == ["check_images", "check_labels", "check_images", "check_labels",
+        assert reads == ["check_images", "check_label_values", "check_images", "check_label_values",
                          "strong_photometric", "strong_photometric"]
 
     def test_inputs_still_checked(self, adapter):

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from diga._checks import (
     check_finite,
     check_images,
+    check_label_values,
     check_labels,
     check_ndim,
     check_number,
@@ -78,17 +79,22 @@ def _class_mix_mask(
     labels: Tensor, ignore_index: int, num_classes: int | None, generator, name: str
 ) -> Tensor:
     """:func:`class_mix_mask` with the labels' argument name for errors."""
-    check_labels(labels, name, num_classes=num_classes, ignore_index=ignore_index)
+    with value_checks(False):
+        check_labels(labels, name, num_classes=num_classes, ignore_index=ignore_index)  # shape and dtype
+    is_ignore = labels == ignore_index
+    check_label_values(labels, name, num_classes=num_classes, ignore_index=ignore_index, is_ignore=is_ignore)
     if num_classes is None:
         num_classes = _infer_num_classes(labels, ignore_index)
     b = labels.shape[0]
     device = labels.device
 
-    # Class index per pixel with ignore pixels sent to an extra slot C.
-    slot = torch.where(labels == ignore_index, num_classes, labels).reshape(b, -1)
-    present = torch.zeros(b, num_classes + 1, dtype=torch.bool, device=device)
-    present.scatter_(1, slot, True)
-    present = present[:, :num_classes]
+    # Class index per pixel with ignore pixels sent to an extra slot C. Presence and the final
+    # lookup work on uint8 viewed as bool: on the CPU, scatter_ from a (broadcast) uint8 source
+    # is ~4x faster than from a bool scalar, and a uint8 gather 2x faster than a bool one.
+    slot = torch.where(is_ignore, num_classes, labels).reshape(b, -1)
+    one = torch.ones((), dtype=torch.uint8, device=device)
+    present = torch.zeros(b, num_classes + 1, dtype=torch.uint8, device=device)
+    present = present.scatter_(1, slot, one.expand(slot.shape))[:, :num_classes].view(torch.bool)
 
     if generator is not None and generator.device != device:
         scores = host_to_device(torch.rand(b, num_classes, generator=generator, device=generator.device), device)
@@ -102,8 +108,8 @@ def _class_mix_mask(
     )
     n_keep = present.sum(dim=1, keepdim=True) // 2
     keep = (rank < n_keep) & present
-    keep = torch.cat([keep, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)
-    return keep.gather(1, slot).reshape(labels.shape)
+    keep = torch.cat([keep, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1).view(torch.uint8)
+    return keep.gather(1, slot).view(torch.bool).reshape(labels.shape)
 
 
 def mix_by_mask(pasted: Tensor, background: Tensor, mask: Tensor) -> Tensor:

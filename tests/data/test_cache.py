@@ -50,7 +50,7 @@ def test_attributes_forward_but_virtual_indices_do_not():
     assert cached.palette == ((1, 2, 3),) and len(cached) == 5
     assert cached.supports_virtual_index is False
     with pytest.raises(AttributeError):
-        cached.missing
+        _ = cached.missing
 
 
 def test_pickles_for_worker_processes():
