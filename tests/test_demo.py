@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from diga.demo import VARIANT_LABELS, DemoConfig, format_table, run_demo
+from diga.demo import VARIANT_LABELS, DemoConfig, check_expectations, format_expectations, format_table, run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,9 @@ def test_demo_quick_writes_everything(tmp_path):
     for label in VARIANT_LABELS.values():
         assert label in table
     assert "+-" in table  # two seeds: mean and spread
-    assert json.loads((tmp_path / "results.json").read_text())["summary"]["num_seeds"] == 2
+    saved = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert saved["num_seeds"] == 2 and len(saved["expectations"]) == 3
+    assert "Mean over seeds:" in table and "- warm-up beats source-only: " in table
     assert (tmp_path / "miou.png").exists() and (tmp_path / "seed0" / "demo.png").exists()
     per_seed = results["per_seed"][0]
     assert 0 <= per_seed["pseudo_label_precision"] <= 1 and 0 <= per_seed["kept_fraction"] <= 1
@@ -38,3 +40,15 @@ def test_quickstart_example_is_the_demo(tmp_path, capsys):
 def test_format_table_single_seed():
     table = format_table({"num_seeds": 1, "miou": {"warmup": (0.5, 0.0)}})
     assert table.splitlines()[-1] == "| DiGA warm-up | 50.0 |"
+
+
+def test_expectations_checked_on_means():
+    summary = {"miou": {"source_only": (0.3, 0.1), "warmup": (0.25, 0.0), "self_training": (0.4, 0.0),
+                        "threshold": (0.4, 0.0)}}
+    checks = {c["claim"]: c for c in check_expectations(summary)}
+    assert [c["held"] for c in checks.values()] == [False, True, False]  # a tie is not a win
+    assert checks["self-training beats warm-up"]["means"] == (0.4, 0.25)
+    text = format_expectations(list(checks.values()))
+    assert text.splitlines()[0] == "- warm-up beats source-only: NO (25.0 vs 30.0)"
+    # Variants that did not run are not checked.
+    assert check_expectations({"miou": {"warmup": (0.5, 0.0)}}) == []
