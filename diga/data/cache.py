@@ -54,10 +54,11 @@ class CachedDataset(Dataset):
             raise IndexError(f"`index` must be in [{-len(self)}, {len(self)}), got {index}")
         if index < 0:
             index += len(self)
-        item = self._items.get(index)
-        if item is None:
+        try:
+            return self._items[index]
+        except KeyError:
             item = self._items[index] = self.dataset[index]
-        return item
+            return item
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("dataset", "_items"):  # unpickling: before __init__ ran
