@@ -182,7 +182,7 @@ def _one_seed(cfg: DemoConfig, seed: int, dist: DistInfo) -> dict[str, Any]:
         st, result = exp.self_training(name, exp.state("warmup"), pseudo, **kwargs)
         keep(name, result)
         if name == "self_training":
-            _pictures(st, exp.source, exp.target, pseudo.directory, exp.work / "demo.png", dist)
+            _pictures(st, exp.source, pseudo, exp.work / "demo.png", dist)
             out["kept_fraction"] = result.get("kept")
             out["selected_precision"] = result.get("precision_after")
     return out
@@ -199,12 +199,12 @@ def _precision(data: CachedDataset) -> float:
 
 
 @torch.no_grad()
-def _pictures(adapter: Adapter, source, target, pseudo_dir: Path, path: Path, dist: DistInfo) -> None:
+def _pictures(adapter: Adapter, source, pseudo_labelled, path: Path, dist: DistInfo) -> None:
     """Source, translated, mixed, target, pseudo-label before/after selection, prediction, truth."""
     n = 4
     src = torch.stack([source[i][0] for i in range(n)]).to(dist.device)
     src_lbl = torch.stack([source[i][1] for i in range(n)]).to(dist.device)
-    items = [PseudoLabelled(target, pseudo_dir)[i] for i in range(n)]
+    items = [pseudo_labelled[i] for i in range(n)]
     tgt = torch.stack([it["image"] for it in items]).to(dist.device)
     pseudo = torch.stack([it["pseudo_label"] for it in items]).to(dist.device)
     truth = torch.stack([it["label"] for it in items])

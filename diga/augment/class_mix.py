@@ -22,11 +22,9 @@ from diga._ops import host_to_device
 __all__ = ["CrossDomainMix", "class_mix_mask", "mix_by_mask"]
 
 
-def _infer_num_classes(labels: Tensor, ignore_index: int) -> int:
+def _infer_num_classes(labels: Tensor, is_ignore: Tensor) -> int:
     """Largest valid label + 1 (one host read-back; pass ``num_classes`` to avoid it)."""
-    valid = labels != ignore_index
-    top = torch.where(valid, labels, torch.zeros_like(labels)).max()
-    return int(top) + 1
+    return int(torch.where(is_ignore, 0, labels).max()) + 1
 
 
 def class_mix_mask(
@@ -84,7 +82,7 @@ def _class_mix_mask(
     is_ignore = labels == ignore_index
     check_label_values(labels, name, num_classes=num_classes, ignore_index=ignore_index, is_ignore=is_ignore)
     if num_classes is None:
-        num_classes = _infer_num_classes(labels, ignore_index)
+        num_classes = _infer_num_classes(labels, is_ignore)
     b = labels.shape[0]
     device = labels.device
 
