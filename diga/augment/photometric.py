@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from kornia.color import rgb_to_grayscale
 from kornia.enhance import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, sharpness
-from kornia.filters import gaussian_blur2d
+from kornia.filters import filter2d_separable, gaussian_blur2d, get_gaussian_kernel1d
 from torch import Tensor, nn
 
 from diga._checks import check_images, check_number
@@ -16,15 +17,29 @@ from diga._ops import host_to_device
 __all__ = ["StrongPhotometric", "strong_photometric"]
 
 
-def _uniform(n: int, low: float, high: float, generator, device) -> Tensor:
+def _draw(n: int, generator, device) -> Tensor:
+    """``n`` uniform draws from ``generator`` (or the global stream of ``device`` without one)."""
     gen_device = generator.device if generator is not None else device
-    u = host_to_device(torch.rand(n, generator=generator, device=gen_device), device)
-    return low + (high - low) * u
+    return torch.rand(n, generator=generator, device=gen_device)
 
 
-def _bernoulli(n: int, p: float, generator, device) -> Tensor:
-    gen_device = generator.device if generator is not None else device
-    return host_to_device(torch.rand(n, generator=generator, device=gen_device) < p, device)
+@functools.lru_cache(maxsize=32)
+def _gaussian_kernel(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(1, size)`` Gaussian, built once per setting and device (kornia's kernel, same values)."""
+    return get_gaussian_kernel1d(size, sigma).to(device=device, dtype=dtype)
+
+
+def _blur(x: Tensor, size: int, sigma: float, cached: bool | None = None) -> Tensor:
+    """kornia's separable Gaussian blur with reflect borders, ``(B, C, H, W)`` -> same.
+
+    ``cached=None``: on the CPU, :func:`kornia.filters.gaussian_blur2d` itself (it has a fast CPU
+    kernel); elsewhere (``cached=True``) the separable filter it calls there, with the kernel
+    built once per setting instead of rebuilt by about 36 small kernel launches per call.
+    """
+    if not (x.device.type != "cpu" if cached is None else cached):
+        return gaussian_blur2d(x, (size, size), (sigma, sigma))
+    kernel = _gaussian_kernel(size, float(sigma), x.device, x.dtype).expand(x.shape[0], -1)
+    return filter2d_separable(x, kernel, kernel, border_type="reflect")
 
 
 def _check_params(
@@ -113,19 +128,19 @@ def strong_photometric(
     dtype = images.dtype
     x = images.float().clamp(0, 1)
 
-    # Draw every random number first, in a fixed order, so a seed fixes the result.
+    # Draw every random number first, in a fixed order, so a seed fixes the result. The draws
+    # are made where the generator lives (the host, for a CPU generator) and moved in two
+    # copies; a step no image drew is then skipped without reading the device.
     order = torch.randperm(4, generator=generator, device=generator.device if generator else "cpu")
-    do_jitter = _bernoulli(b, jitter_p, generator, device)
-    factors = (
-        _uniform(b, 1 - brightness, 1 + brightness, generator, device),
-        _uniform(b, 1 - contrast, 1 + contrast, generator, device),
-        _uniform(b, 1 - saturation, 1 + saturation, generator, device),
-        _uniform(b, -hue, hue, generator, device),
-    )
-    do_gray = _bernoulli(b, grayscale_p, generator, device)
-    do_blur = _bernoulli(b, blur_p, generator, device)
-    sharp = _uniform(b, 0.0, sharpness_max, generator, device)
-    do_sharp = _bernoulli(b, sharpness_p, generator, device)
+    u = [_draw(b, generator, device) for _ in range(9)]
+    flags = torch.stack([u[0] < jitter_p, u[5] < grayscale_p, u[6] < blur_p, u[8] < sharpness_p])
+    ranges = ((1 - brightness, 1 + brightness), (1 - contrast, 1 + contrast),
+              (1 - saturation, 1 + saturation), (-hue, hue), (0.0, sharpness_max))
+    values = torch.stack([lo + (hi - lo) * v for (lo, hi), v in zip(ranges, (*u[1:5], u[7]), strict=True)])
+    drawn = flags.any(dim=1).tolist() if flags.device.type == "cpu" else [True] * 4
+    flags, values = host_to_device(flags, device), host_to_device(values, device)
+    do_jitter, do_gray, do_blur, do_sharp = flags
+    factors, sharp = values[:4], values[4]
 
     steps = (
         lambda t, f: adjust_brightness(t, f - 1),
@@ -133,21 +148,25 @@ def strong_photometric(
         adjust_saturation,
         lambda t, f: adjust_hue(t, f * 2 * math.pi),
     )
-    jittered = x
-    if jitter_p > 0:
-        for idx in order.tolist():  # four steps, a permutation of a CPU tensor: no device sync
-            jittered = steps[idx](jittered, factors[idx])
+
     def sel(flag: Tensor, new: Tensor, old: Tensor) -> Tensor:
         return torch.where(flag[:, None, None, None], new, old)
 
-    # A step whose probability is 0 is skipped outright (its draws are still made above).
-    x_aug = sel(do_jitter, jittered.clamp(0, 1), x) if jitter_p > 0 else x
-    if grayscale_p > 0:
+    # A step whose probability is 0, or that no image drew, is skipped (its draws are still made).
+    jitter_on, gray_on, blur_on, sharp_on = (
+        p > 0 and d for p, d in zip((jitter_p, grayscale_p, blur_p, sharpness_p), drawn, strict=True)
+    )
+    x_aug = x
+    if jitter_on:
+        jittered = x
+        for idx in order.tolist():  # four steps, a permutation of a CPU tensor: no device sync
+            jittered = steps[idx](jittered, factors[idx])
+        x_aug = sel(do_jitter, jittered.clamp(0, 1), x)
+    if gray_on:
         x_aug = sel(do_gray, rgb_to_grayscale(x_aug).expand_as(x_aug), x_aug)
-    if blur_p > 0:
-        blur = (blur_kernel, blur_kernel)
-        x_aug = sel(do_blur, gaussian_blur2d(x_aug, blur, (blur_sigma, blur_sigma)), x_aug)
-    if sharpness_p > 0:
+    if blur_on:
+        x_aug = sel(do_blur, _blur(x_aug, blur_kernel, blur_sigma), x_aug)
+    if sharp_on:
         x_aug = sel(do_sharp, sharpness(x_aug, sharp), x_aug)
     return (beta * x_aug + (1 - beta) * x).to(dtype)
 

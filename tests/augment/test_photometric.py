@@ -7,7 +7,9 @@ import torch
 from kornia.augmentation import RandomGaussianBlur, RandomGrayscale
 from kornia.color import rgb_to_grayscale
 from kornia.enhance import sharpness
+from kornia.filters import gaussian_blur2d
 
+import diga.augment.photometric as photometric
 from diga import StrongPhotometric, strong_photometric
 
 OFF = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, sharpness_p=0.0)
@@ -36,6 +38,34 @@ class TestStrongPhotometric:
         x = torch.rand(2, 3, 9, 9, generator=gen)
         out = strong_photometric(x, **only(blur_p=1.0), generator=gen)
         torch.testing.assert_close(out, RandomGaussianBlur((3, 3), (2.0, 2.0), p=1.0)(x))
+
+    @pytest.mark.parametrize("size, sigma", [(3, 2.0), (5, 1.3)])
+    def test_cached_blur_kernel_is_kornias(self, gen, size, sigma):
+        # The path off the CPU (kernel built once, then kornia's separable filter) gives
+        # gaussian_blur2d's result bit for bit, batch after batch.
+        for b in (1, 4, 4):
+            x = torch.rand(b, 3, 11, 13, generator=gen)
+            cached = photometric._blur(x, size, sigma, cached=True)
+            assert torch.equal(cached, gaussian_blur2d(x, (size, size), (sigma, sigma)))
+        assert photometric._gaussian_kernel.cache_info().currsize >= 1
+
+    def test_step_no_image_drew_is_skipped(self, gen, monkeypatch):
+        calls = {"hue": 0, "blur": 0}
+
+        def counting(name, fn):
+            def wrapped(*args, **kwargs):
+                calls[name] += 1
+                return fn(*args, **kwargs)
+            return wrapped
+
+        monkeypatch.setattr(photometric, "adjust_hue", counting("hue", photometric.adjust_hue))
+        monkeypatch.setattr(photometric, "_blur", counting("blur", photometric._blur))
+        x = torch.rand(4, 3, 8, 8, generator=gen)
+        # Probabilities so small that no image draws the step: skipped, output unchanged.
+        out = strong_photometric(x, **only(jitter_p=1e-9, blur_p=1e-9), generator=gen)
+        assert calls == {"hue": 0, "blur": 0} and torch.equal(out, x)
+        strong_photometric(x, **only(jitter_p=1.0, blur_p=1.0), generator=gen)
+        assert calls == {"hue": 1, "blur": 1}
 
     def test_sharpness_factor_range(self, gen):
         # sharpness factor u ~ U[0, 0.5]: out = blend(smoothed, x, u); recover u per image.
