@@ -128,18 +128,37 @@ def check_same_spatial(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         )
 
 
-def check_finite(x: Tensor, name: str) -> None:
-    """Non-finite values raise (a value check: skipped when value checks are off)."""
-    if not _VALUE_CHECKS or not x.is_floating_point():
+def check_finite(x: Tensor, name: str, *more: Tensor | str) -> None:
+    """Non-finite values raise (a value check: skipped when value checks are off).
+
+    More ``tensor, name`` pairs may follow; all are answered by one read-back (on CUDA, one
+    host sync instead of one per tensor), and the first offending tensor is named.
+
+    Example:
+        >>> check_finite(torch.zeros(2), "a", torch.ones(3), "b")
+        >>> check_finite(torch.zeros(2), "a", torch.tensor([1.0, float("nan")]), "b")
+        Traceback (most recent call last):
+        ...
+        ValueError: `b` must be finite, got 1 non-finite value(s) (NaN or inf)
+    """
+    if not _VALUE_CHECKS:
         return
-    x = x.detach()
-    # One pass: a NaN or inf anywhere makes the sum non-finite. A finite tensor whose sum
-    # overflows takes the exact (slower) path and passes it.
-    if bool(torch.isfinite(x.sum(dtype=torch.float32 if x.dtype != torch.float64 else None))):
+    pairs = [(x, name), *zip(more[::2], more[1::2], strict=True)]
+    pairs = [(t.detach(), n) for t, n in pairs if t.is_floating_point()]
+    if not pairs:
         return
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise ValueError(f"`{name}` must be finite, got {bad} non-finite value(s) (NaN or inf)")
+    # One pass per tensor: a NaN or inf anywhere makes its sum non-finite, and ``s - s == 0``
+    # holds exactly for finite ``s``. A finite tensor whose sum overflows takes the exact
+    # (slower) path below and passes it.
+    sums = [t.sum(dtype=torch.float32 if t.dtype != torch.float64 else None) for t, _ in pairs]
+    total = torch.stack(sums) if len(sums) > 1 else sums[0]
+    finite = (total - total) == 0
+    if bool(finite.all() if finite.ndim else finite):
+        return
+    for t, n in pairs:
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise ValueError(f"`{n}` must be finite, got {bad} non-finite value(s) (NaN or inf)")
 
 
 def check_number(

@@ -7,7 +7,7 @@ import torch
 
 import diga
 from diga import symmetric_kd_loss
-from diga._checks import check_labels, check_number
+from diga._checks import check_finite, check_labels, check_number
 
 
 def test_switch_skips_value_checks():
@@ -18,6 +18,20 @@ def test_switch_skips_value_checks():
         assert not diga.value_checks_enabled()
         symmetric_kd_loss(nan, nan)  # no read-back, no error
     assert diga.value_checks_enabled()
+
+
+def test_check_finite_pairs_share_one_read(monkeypatch):
+    reads = []
+    real = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(1) or real(t))
+    big = torch.full((4,), 3e38)  # finite, but its float32 sum overflows: the exact path passes it
+    check_finite(torch.zeros(3), "a", torch.ones(2, dtype=torch.float64), "b", torch.arange(3), "c")
+    assert len(reads) == 1  # three tensors (one integer, skipped), one read-back
+    check_finite(big, "a", torch.zeros(2), "b")
+    with pytest.raises(ValueError, match="`b` must be finite, got 2 non-finite"):
+        check_finite(big, "a", torch.tensor([float("inf"), 1.0, -float("inf")], dtype=torch.float64), "b")
+    with pytest.raises(ValueError, match="`a` must be finite, got 1 non-finite"):
+        check_finite(torch.tensor([float("nan")]), "a", torch.tensor([float("nan")]), "b")
 
 
 def test_check_number_messages():

@@ -135,8 +135,7 @@ def symmetric_kd_loss(
             f"got an odd batch: {tuple(student_logits.shape)}"
         )
     check_same_shape(student_logits, teacher_logits, "student_logits", "teacher_logits")
-    check_finite(student_logits, "student_logits")
-    check_finite(teacher_logits, "teacher_logits")
+    check_finite(student_logits, "student_logits", teacher_logits, "teacher_logits")
     b = student_logits.shape[0] // 2
     h, w = student_logits.shape[-2:]
 

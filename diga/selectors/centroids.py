@@ -298,18 +298,22 @@ class ClassCentroids(nn.Module):
         return moved
 
     # --------------------------------------------------------- measuring
-    def _sq_distances(self, features: Tensor) -> Tensor:
-        """Squared L2 distances ``(B, C, h, w)`` in the accumulation dtype, by ``|f|^2 - 2fc + |c|^2``."""
+    def _flat(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Checked features as ``(B, D, h * w)`` and the ``(C, D)`` centroids, both in the
+        accumulation dtype on the features' device."""
         self._check_features(features)
         dtype = _acc_dtype(features)
-        b, d, h, w = features.shape
+        f = features.reshape(*features.shape[:2], -1).to(dtype)
+        return f, self.centroids.to(device=features.device, dtype=dtype)
+
+    def _sq_distances(self, features: Tensor) -> Tensor:
+        """Squared L2 distances ``(B, C, h, w)`` in the accumulation dtype, by ``|f|^2 - 2fc + |c|^2``."""
+        f, c = self._flat(features)
         with _no_autocast(features.device):
-            f = features.reshape(b, d, h * w).to(dtype)
-            c = self.centroids.to(device=features.device, dtype=dtype)
             cross = torch.einsum("cd,bdn->bcn", c, f)
             sq = (f * f).sum(dim=1, keepdim=True) - 2 * cross + (c * c).sum(dim=1)[None, :, None]
         check_finite(sq, "features")
-        return sq.clamp_min_(0).reshape(b, self.num_classes, h, w)
+        return sq.clamp_min_(0).reshape(features.shape[0], self.num_classes, *features.shape[-2:])
 
     def distances(self, features: Tensor) -> Tensor:
         """L2 distance of every feature to every centroid.
@@ -339,8 +343,27 @@ class ClassCentroids(nn.Module):
         return torch.softmax(neg, dim=1)
 
     def nearest(self, features: Tensor) -> Tensor:
-        """Class of the nearest centroid, ``(B, h, w)`` int64 (classes with no centroid excluded)."""
-        return class_argmax(self.weights(features))
+        """Class of the nearest centroid, ``(B, h, w)`` int64 (classes with no centroid excluded).
+
+        The first class minimising ``|c|^2 - 2 f.c``: the squared distance less the ``|f|^2``
+        every class shares, so no per-pixel norm, square root or softmax is computed (the
+        argmax of :meth:`weights` wherever two classes are not tied to float rounding).
+
+        Example:
+            >>> bank = ClassCentroids.from_tensor(torch.tensor([[0., 0.], [3., 4.]]))
+            >>> bank.nearest(torch.tensor([[[[0.]], [[1.]]], [[[3.]], [[3.]]]])).flatten().tolist()
+            [0, 1]
+        """
+        f, c = self._flat(features)
+        with _no_autocast(f.device):
+            # Classes with no centroid yet score +inf (unless no class has one).
+            unseen = ~self.initialized.to(f.device)
+            bias = (c * c).sum(dim=1).masked_fill(unseen & ~unseen.all(), float("inf"))
+            score = torch.baddbmm(bias[:, None], c.expand(f.shape[0], -1, -1), f, alpha=-2)  # (B, C, N)
+            best = score.min(dim=1)
+        # A NaN or inf feature leaves its pixel's best score non-finite: one small check.
+        check_finite(best.values, "features")
+        return best.indices.reshape(features.shape[0], *features.shape[-2:])
 
     def extra_repr(self) -> str:
         return (

@@ -141,6 +141,23 @@ class TestClassCentroids:
         w = bank.weights(feats)
         torch.testing.assert_close(w, F.softmax(-ref, dim=1).to(w.dtype), rtol=1e-4, atol=1e-5)
 
+    def test_nearest_is_argmax_of_weights(self, gen, dtype):
+        bank = ClassCentroids.from_tensor(torch.randn(C, D, generator=gen, dtype=dtype))
+        bank.initialized[[1, 4]] = False  # unseen classes are excluded on both paths
+        feats = torch.randn(3, D, 7, 9, generator=gen, dtype=dtype)
+        nearest = bank.nearest(feats)
+        assert nearest.shape == (3, 7, 9) and nearest.dtype == torch.long
+        assert torch.equal(nearest, bank.weights(feats).argmax(dim=1))
+        assert not torch.isin(nearest, torch.tensor([1, 4])).any()
+
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+    def test_nearest_rejects_non_finite_feature(self, gen, bad):
+        bank = ClassCentroids.from_tensor(torch.randn(C, D, generator=gen))
+        feats = torch.randn(2, D, 3, 3, generator=gen)
+        feats[1, 2, 0, 1] = bad
+        with pytest.raises(ValueError, match="`features` must be finite"):
+            bank.nearest(feats)
+
     def test_low_precision_features(self, gen, low_dtype):
         bank = ClassCentroids.from_tensor(torch.randn(C, D, generator=gen))
         feats = torch.randn(2, D, 4, 4, generator=gen).to(low_dtype)
@@ -176,6 +193,8 @@ class TestClassCentroids:
             (lambda b: b.update(torch.zeros(1, D, 2, 2), logits=torch.zeros(1, C + 1, 2, 2)), "logits"),
             (lambda b: b.distances(torch.full((1, D, 2, 2), float("nan"))), "finite"),
             (lambda b: b.distances(torch.zeros(0, D, 2, 2)), "empty"),
+            (lambda b: b.nearest(torch.zeros(0, D, 2, 2)), "empty"),
+            (lambda b: b.nearest(torch.zeros(1, D + 1, 2, 2)), "D = 8"),
         ],
     )
     def test_bad_input(self, call, match):
