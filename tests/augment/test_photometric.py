@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import pytest
 import torch
 from kornia.augmentation import RandomGaussianBlur, RandomGrayscale
 from kornia.color import rgb_to_grayscale
-from kornia.enhance import sharpness
+from kornia.enhance import adjust_hue, sharpness
 from kornia.filters import gaussian_blur2d
 
 import diga.augment.photometric as photometric
@@ -49,6 +52,32 @@ class TestStrongPhotometric:
             assert torch.equal(cached, gaussian_blur2d(x, (size, size), (sigma, sigma)))
         assert photometric._gaussian_kernel.cache_info().currsize >= 1
 
+    def test_fused_hue_matches_kornia(self, gen):
+        x = torch.rand(12, 3, 9, 10, generator=gen)
+        x[0] = 0.0  # black
+        x[1] = 0.37  # gray
+        x[2] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # a primary
+        x[3, 1] = x[3, 0]  # red and green tied for the maximum
+        x[4, 2] = x[4, 1]  # green and blue tied
+        x[5] = x[5].round()  # corners of the cube
+        turns = torch.rand(12, generator=gen) * 0.2 - 0.1
+        turns[6:9] = torch.tensor([0.5, -0.5, 0.0])
+        fused = photometric._rotate_hue(x, turns, fused=True)
+        torch.testing.assert_close(fused, adjust_hue(x, turns * 2 * math.pi), rtol=0, atol=1e-5)
+        assert torch.equal(fused[:2], x[:2])  # no hue: left exactly
+        assert torch.equal(photometric._rotate_hue(x, turns), adjust_hue(x, turns * 2 * math.pi))
+
+    def test_off_cpu_paths_match_the_cpu_path(self, gen, monkeypatch):
+        # What a GPU runs (fused hue, blur kernel built once), forced here, against kornia's path.
+        x = torch.rand(6, 3, 12, 14, generator=gen)
+        ref = [strong_photometric(x, jitter_p=1.0, hue=0.5, generator=torch.Generator().manual_seed(s))
+               for s in range(8)]
+        monkeypatch.setattr(photometric, "_rotate_hue", functools.partial(photometric._rotate_hue, fused=True))
+        monkeypatch.setattr(photometric, "_blur", functools.partial(photometric._blur, cached=True))
+        for s, r in enumerate(ref):
+            out = strong_photometric(x, jitter_p=1.0, hue=0.5, generator=torch.Generator().manual_seed(s))
+            torch.testing.assert_close(out, r, rtol=0, atol=1e-5)
+
     def test_step_no_image_drew_is_skipped(self, gen, monkeypatch):
         calls = {"hue": 0, "blur": 0}
 
@@ -58,7 +87,7 @@ class TestStrongPhotometric:
                 return fn(*args, **kwargs)
             return wrapped
 
-        monkeypatch.setattr(photometric, "adjust_hue", counting("hue", photometric.adjust_hue))
+        monkeypatch.setattr(photometric, "_rotate_hue", counting("hue", photometric._rotate_hue))
         monkeypatch.setattr(photometric, "_blur", counting("blur", photometric._blur))
         x = torch.rand(4, 3, 8, 8, generator=gen)
         # Probabilities so small that no image draws the step: skipped, output unchanged.
