@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["class_argmax", "count_values", "host_to_device"]
+__all__ = ["class_argmax", "count_values", "host_to_device", "resize_labels"]
 
 
 def class_argmax(scores: Tensor, dim: int = 1) -> Tensor:
@@ -49,6 +50,27 @@ def count_values(index: Tensor, size: int) -> Tensor:
 def _scatter_count(index: Tensor, size: int) -> Tensor:
     """The device branch of :func:`count_values`: ``(size,)`` counts by ``scatter_add_``."""
     return index.new_zeros(size).scatter_add_(0, index, torch.ones_like(index))
+
+
+def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of ``(B, H, W)`` integer labels to ``size``, as ``F.interpolate``.
+
+    A no-op at that size. Shrinking by whole factors ``s`` is a strided view: nearest
+    interpolation picks source ``floor(i * s) = i * s`` there, so no float round trip and no
+    kernel are needed.
+
+    Example:
+        >>> resize_labels(torch.arange(16).reshape(1, 4, 4), (2, 2))
+        tensor([[[ 0,  2],
+                 [ 8, 10]]])
+    """
+    (h, w), size = labels.shape[-2:], tuple(size)
+    if (h, w) == size:
+        return labels
+    if h % size[0] == 0 and w % size[1] == 0:
+        return labels[..., :: h // size[0], :: w // size[1]]
+    out = F.interpolate(labels[:, None].float(), size=size, mode="nearest")
+    return out[:, 0].to(labels.dtype)
 
 
 def host_to_device(x: Tensor, device: torch.device | str) -> Tensor:

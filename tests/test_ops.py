@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
-from diga._ops import _scatter_count, class_argmax, count_values, host_to_device
+from diga._ops import _scatter_count, class_argmax, count_values, host_to_device, resize_labels
 
 
 class TestCountValues:
@@ -31,3 +33,18 @@ def test_class_argmax_is_argmax_with_first_tie(gen):
 def test_host_to_device_keeps_values(device):
     x = torch.rand(5)
     assert torch.equal(host_to_device(x, device).cpu(), x)
+
+
+@pytest.mark.parametrize(
+    "size_in, size_out",
+    [((512, 896), (64, 112)), ((48, 64), (6, 8)), ((48, 64), (48, 64)), ((50, 64), (6, 8)),
+     ((6, 8), (48, 64)), ((7, 9), (7, 3)), ((8, 8), (8, 2))],
+)
+def test_resize_labels_is_nearest_interpolation(gen, size_in, size_out):
+    labels = torch.randint(0, 256, (2, *size_in), generator=gen)
+    out = resize_labels(labels, size_out)
+    ref = F.interpolate(labels[:, None].float(), size=size_out, mode="nearest")[:, 0].long()
+    assert out.dtype == labels.dtype and torch.equal(out, ref)
+    whole = size_in[0] % size_out[0] == 0 and size_in[1] % size_out[1] == 0
+    # Whole-factor shrinking reads the labels in place: no kernel, no copy.
+    assert (out.data_ptr() == labels.data_ptr()) == whole

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diga._checks import (
@@ -15,6 +14,7 @@ from diga._checks import (
     check_number,
     check_same_shape,
 )
+from diga._ops import resize_labels
 
 __all__ = ["SymmetricKDLoss", "symmetric_kd_loss"]
 
@@ -149,8 +149,7 @@ def symmetric_kd_loss(
                 f"`labels` must be (B, H, W) with B = {b} (half of student_logits' batch), "
                 f"got shape {tuple(labels.shape)}"
             )
-        if labels.shape[-2:] != (h, w):
-            labels = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0]
+        labels = resize_labels(labels, (h, w))
         weight_map = (labels != ignore_index).to(_acc(student_logits).dtype)
         # Tensor denominator keeps the host out of the loop; clamp makes 0 valid pixels -> loss 0.
         denominator = weight_map.sum().clamp_min(1.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diga import _dist
@@ -17,7 +16,7 @@ from diga._checks import (
     check_same_batch,
     value_checks,
 )
-from diga._ops import class_argmax, count_values
+from diga._ops import class_argmax, count_values, resize_labels
 
 __all__ = ["ClassCentroids"]
 
@@ -28,14 +27,6 @@ def _acc_dtype(x: Tensor) -> torch.dtype:
 
 def _no_autocast(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
-
-
-def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest-neighbour resize of ``(B, H, W)`` integer labels (a no-op at that size)."""
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    out = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")
-    return out[:, 0].to(labels.dtype)
 
 
 class ClassCentroids(nn.Module):
