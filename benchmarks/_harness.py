@@ -22,6 +22,10 @@ What it does, and why (the machines these run on are often shared and noisy):
   the peak of the running sum is the peak of live torch tensors, the CPU
   twin of ``max_memory_allocated``. Memory held by non-torch code (Python
   objects, the profiler itself) is not counted.
+* **Ops** (:func:`count_ops`): the operators one call dispatches that make a
+  tensor on the device (views excluded). On a GPU each is a kernel launch,
+  and at these shapes most take less time than their launch, so a
+  component's time there follows its op count more than its arithmetic.
 * **Results** (:func:`write_rows`): one JSON file per suite, mode and device
   kind under ``benchmarks/results/``, rows merged by their ``name`` and the
   file replaced atomically; ``benchmarks/report.py`` renders every file found.
@@ -61,6 +65,7 @@ __all__ = [
     "BenchConfig",
     "Target",
     "Timing",
+    "count_ops",
     "device_info",
     "machine_info",
     "measure",
@@ -228,6 +233,45 @@ def measure(fns: Mapping[str, Callable[[], Any]], cfg: BenchConfig) -> dict[str,
 def paired_ratio(num: Timing, den: Timing) -> float:
     """Median over rounds of ``num[i] / den[i]`` (both measured in the same round)."""
     return statistics.median(a / b for a, b in zip(num.samples, den.samples, strict=True))
+
+
+# ---------------------------------------------------------------- ops
+def count_ops(
+    fn: Callable[[], Any], device: torch.device, *, setup: Callable[[], Any] | None = None
+) -> int:
+    """Operators one call of ``fn`` dispatches that output a tensor on ``device`` (views excluded).
+
+    Counted below autograd (a backward inside ``fn`` counts its ops too), so on a GPU it
+    is the number of kernels the call launches, give or take a fused or composite one.
+    Host-side work (a CPU generator's draws) does not count on a GPU. An op that returns
+    nothing (the in-place ``torch._foreach_*_``) counts by the tensors it was given.
+
+    Example:
+        >>> x = torch.ones(4)
+        >>> count_ops(lambda: (x + 1).view(2, 2).sum(), torch.device("cpu"))
+        2
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class _Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            made = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+            if not made:  # in-place ops that return nothing (torch._foreach_*_): what they wrote
+                made = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+            if not func.is_view and any(t.device.type == device.type for t in made):
+                self.n += 1
+            return out
+
+    fn()  # warm: lazily built state (caches, kernels) is not counted
+    if setup is not None:
+        setup()
+    with _Count() as counter:
+        fn()
+    return counter.n
 
 
 # ---------------------------------------------------------------- memory

@@ -26,7 +26,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-from _harness import MIB, Target, Timing, measure, paired_ratio, peak_memory, write_rows
+from _harness import MIB, Target, Timing, count_ops, measure, paired_ratio, peak_memory, write_rows
 
 from diga import (
     ClassCentroids,
@@ -97,6 +97,7 @@ COLUMNS = [
     ["ours_peak_mib", "Ours peak (MiB)"],
     ["mem_ratio", "Peak ours/naive"],
     ["ours_unchecked_peak_mib", "Ours peak, checks off (MiB)"],
+    ["ops", "Ops per call (naive / ours)"],
     ["check", "Same result as naive"],
     ["status", "Status"],
 ]
@@ -120,6 +121,11 @@ NOTES = [
     "EMA update twin: the paper's `alpha * t + (1 - alpha) * s` assignment per parameter. "
     "The extra row 'per-parameter lerp_ loop' (no target) is the tightest Python loop, to "
     "show what fusing alone buys.",
+    "Ops per call = operators one call dispatches onto the device (views excluded; "
+    "benchmarks/_harness.py count_ops): on a GPU, kernel launches. At these shapes most "
+    "kernels finish faster than they launch, so on CUDA a component's time follows its op "
+    "count: a twin that launches only 2x the ops of ours cannot be 10x slower without fusing "
+    "kernels (e.g. torch.compile), which diga does not do yet.",
     "Status: 'meets target'; 'BELOW TARGET' (quick mode still passes: it asserts only a "
     "guard at half the target, twice it for fractions); 'FAIL' when the asserted bound "
     "(guard in quick mode, target in full mode) is missed.",
@@ -230,6 +236,15 @@ def _pair_row(
     return row, failures
 
 
+def _ops(bench, naive_fn: Callable[[], Any] | None, ours_fn: Callable[[], Any],
+         setup: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Row fields: ops one call of each dispatches on the device."""
+    naive_ops = count_ops(naive_fn, bench.device, setup=setup) if naive_fn is not None else None
+    ours_ops = count_ops(ours_fn, bench.device, setup=setup)
+    text = f"{ours_ops}" if naive_ops is None else f"{naive_ops} / {ours_ops}"
+    return {"naive_ops": naive_ops, "ours_ops": ours_ops, "ops": text}
+
+
 def _run_pair(
     bench,
     name: str,
@@ -249,6 +264,7 @@ def _run_pair(
     row, failures = _pair_row(bench, name, component, shape, timings, naive_peak, ours_peak, check,
                               mem_target)
     row["ours_unchecked_peak_mib"] = unchecked_peak / MIB
+    row.update(_ops(bench, naive_fn, ours_fn, setup=setup))
     _write(bench, row)
     assert not failures, f"{component}: " + "; ".join(failures)
 
@@ -487,6 +503,7 @@ def test_ema_update(bench, seg_model):
     shape = f"DeepLabV3Plus {s.encoder}, {n_params / 1e6:.1f}M params"
     row, failures = _pair_row(bench, "ema_update", "EMA teacher update (EMATeacher.update)", shape,
                               timings, peaks["naive"], peaks["ours"], check="allclose parameters")
+    row.update(_ops(bench, fns["naive"], fns["ours"]))
     _write(bench, row)
     lerp_speedup = paired_ratio(timings["lerp"], timings["ours"])
     _write(bench, {
@@ -502,6 +519,7 @@ def test_ema_update(bench, seg_model):
         "naive_peak_mib": peaks["lerp"] / MIB,
         "ours_peak_mib": peaks["ours"] / MIB,
         "mem_ratio": peaks["ours"] / peaks["lerp"] if peaks["lerp"] else None,
+        **_ops(bench, fns["lerp"], fns["ours"]),
         "check": "same update",
         "status": "info",
         "rounds": len(timings["ours"].samples),
@@ -531,9 +549,14 @@ def augment_costs(bench, scene, seg_model) -> dict[str, Any]:
     if bench.full and bench.device.type == "cpu":  # one CPU forward + backward takes tens of seconds
         cfg = dataclasses.replace(cfg, min_rounds=3, max_rounds=5, budget_s=120.0)
     timings = measure(fns, cfg)
-    peaks = {k: peak_memory(fns[k], bench.device) for k in ("strong_photometric", "fourier_translate")}
+    names = ("strong_photometric", "fourier_translate")
+    peaks = {k: peak_memory(fns[k], bench.device) for k in names}
+    # Ops with every step drawn (jitter, grayscale, blur, sharpness): the most a call launches.
+    every_step = dict(jitter_p=1.0, grayscale_p=1.0, blur_p=1.0, sharpness_p=1.0)
+    ops = {"strong_photometric": _ops(bench, None, lambda: strong_photometric(x, generator=gen, **every_step)),
+           "fourier_translate": _ops(bench, None, fns["fourier_translate"])}
     seg_model.zero_grad(set_to_none=True)
-    return {"timings": timings, "peaks": peaks, "encoder": _shapes(bench).encoder}
+    return {"timings": timings, "peaks": peaks, "ops": ops, "encoder": _shapes(bench).encoder}
 
 
 def _cost_row(bench, augment_costs, name: str, component: str) -> None:
@@ -558,6 +581,7 @@ def _cost_row(bench, augment_costs, name: str, component: str) -> None:
         "naive_peak_mib": None,
         "ours_peak_mib": augment_costs["peaks"][name] / MIB,
         "mem_ratio": None,
+        **augment_costs["ops"][name],
         "check": "no twin",
         "status": status,
         "rounds": len(timings[name].samples),
