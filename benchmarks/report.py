@@ -69,15 +69,22 @@ python benchmarks/report.py           # re-render this page from benchmarks/resu
 **Reading the GPU rows.** At the paper's shapes on an H200 every component takes
 under 3.5 ms, but so do the paper-style twins (1-10 ms): their per-class Python
 loops and `.item()` reads cost microseconds each on an idle GPU queue, and both
-sides wait on the same memory-bound kernels. Most per-component CUDA targets
-(>= 10x) are therefore not met, and the table says so. On a GPU the figure that
-matters is the whole step's overhead over the model passes, where a host sync
-mid-step stalls the queue: `benchmarks/sync_audit.py` counts them (a step now
-reads back only its checked inputs), and the whole-step section gives the
-overhead (above the 5% target on CUDA; the strong augmentation is the largest
-part of it). The CUDA recipe rows of 2026-11-29 were measured before the last
-host-sync fixes of that day (fp32 before all of them, AMP before the `bincount`
-one), so they are slightly pessimistic; docs/recipes.md says the same.
+sides wait on the same memory-bound kernels. There a call's time follows the
+number of kernels it launches more than its arithmetic: the CPU tables' "Ops per
+call" column counts them (naive / ours), and where a twin launches only one to
+two times our ops (class-mix, KD, selection) a 10x CUDA ratio needs fused
+kernels, which diga does not have yet. Most per-component CUDA targets (>= 10x)
+are therefore not met, and the table says so. On a GPU the figure that matters
+is the whole step's overhead over the model passes, where a host sync mid-step
+stalls the queue: `benchmarks/sync_audit.py` counts them (a step reads back only
+its checked inputs), and the whole-step section gives the overhead (above the 5%
+target on CUDA; the strong augmentation is the largest part of it). The GPU rows
+are of 2026-11-29: later changes (the augmentation's GPU path launching about half
+the kernels, the centroid `nearest` without roots or softmax, label resizes as
+views) are counted on the CPU but not yet timed on a GPU. The CUDA recipe rows
+were measured before the last host-sync fixes of that day (fp32 before all of
+them, AMP before the `bincount` one), so they are slightly pessimistic;
+docs/recipes.md says the same.
 
 **How we measure.** Each function is warmed up, then timed in interleaved
 rounds (one call of each function per round, back to back, in a rotating

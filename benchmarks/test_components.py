@@ -411,7 +411,7 @@ def test_centroid_nearest(bench, scene):
     ties = _argmax_agrees(bank.nearest(scene.features), near_naive, w_naive, tol=1e-5)
 
     _run_pair(
-        bench, "centroid_nearest", "centroid distances + nearest (softmax(-d), argmax)",
+        bench, "centroid_nearest", "centroid distances + nearest (ClassCentroids.nearest)",
         f"features {tuple(scene.features.shape)}, centroids {tuple(scene.centroids.shape)}",
         lambda: naive.nearest_centroid(scene.centroids, scene.features),
         lambda: bank.nearest(scene.features),
