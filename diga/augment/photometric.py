@@ -47,7 +47,9 @@ def _rotate_hue(x: Tensor, turns: Tensor, fused: bool | None = None) -> Tensor:
     with ``k = (phase + hue) mod 6``. About 20 pointwise kernels instead of about 75; the two
     agree to about 1e-6 (tests hold them to 1e-5), gray and black pixels exactly.
     """
-    if not (x.device.type != "cpu" if fused is None else fused):
+    if fused is None:
+        fused = x.device.type != "cpu"
+    if not fused:
         return adjust_hue(x, turns * 2 * math.pi)
     offsets, phases = _hue_constants(x.device, x.dtype)
     top, first = x.max(dim=-3, keepdim=True)  # first maximal channel, as kornia breaks ties
@@ -68,7 +70,9 @@ def _blur(x: Tensor, size: int, sigma: float, cached: bool | None = None) -> Ten
     kernel); elsewhere (``cached=True``) the separable filter it calls there, with the kernel
     built once per setting instead of rebuilt by about 36 small kernel launches per call.
     """
-    if not (x.device.type != "cpu" if cached is None else cached):
+    if cached is None:
+        cached = x.device.type != "cpu"
+    if not cached:
         return gaussian_blur2d(x, (size, size), (sigma, sigma))
     kernel = _gaussian_kernel(size, float(sigma), x.device, x.dtype).expand(x.shape[0], -1)
     return filter2d_separable(x, kernel, kernel, border_type="reflect")
