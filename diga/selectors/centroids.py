@@ -289,6 +289,12 @@ class ClassCentroids(nn.Module):
         return moved
 
     # --------------------------------------------------------- measuring
+    def _excluded(self, device: torch.device) -> Tensor:
+        """``(C,)`` bool: classes with no centroid yet, left out of weights and nearest (unless
+        no class has one)."""
+        seen = self.initialized.to(device)
+        return ~seen & seen.any()
+
     def _flat(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Checked features as ``(B, D, h * w)`` and the ``(C, D)`` centroids, both in the
         accumulation dtype on the features' device."""
@@ -327,11 +333,9 @@ class ClassCentroids(nn.Module):
 
         Classes with no centroid yet get weight 0 (while at least one class has one).
         """
-        neg = -self._sq_distances(features).sqrt_()
-        unseen = ~self.initialized.to(neg.device)
-        masked = neg.masked_fill(unseen[None, :, None, None], float("-inf"))
-        neg = torch.where(unseen.all(), neg, masked)
-        return torch.softmax(neg, dim=1)
+        neg = self._sq_distances(features).sqrt_().neg_()  # a temporary of ours: in place
+        excluded = self._excluded(neg.device)[None, :, None, None]
+        return torch.softmax(neg.masked_fill_(excluded, float("-inf")), dim=1)
 
     def nearest(self, features: Tensor) -> Tensor:
         """Class of the nearest centroid, ``(B, h, w)`` int64 (classes with no centroid excluded).
@@ -347,9 +351,7 @@ class ClassCentroids(nn.Module):
         """
         f, c = self._flat(features)
         with _no_autocast(f.device):
-            # Classes with no centroid yet score +inf (unless no class has one).
-            unseen = ~self.initialized.to(f.device)
-            bias = (c * c).sum(dim=1).masked_fill(unseen & ~unseen.all(), float("inf"))
+            bias = (c * c).sum(dim=1).masked_fill(self._excluded(f.device), float("inf"))
             score = torch.baddbmm(bias[:, None], c.expand(f.shape[0], -1, -1), f, alpha=-2)  # (B, C, N)
             best = score.min(dim=1)
         # A NaN or inf feature leaves its pixel's best score non-finite: one small check.

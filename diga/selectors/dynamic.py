@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from diga._checks import check_labels, check_number, check_same_batch
@@ -90,8 +91,7 @@ class DynamicPseudoLabelSelector(nn.Module):
         )
         check_same_batch(pseudo_labels, features, "pseudo_labels", "features")
         nearest = self.nearest_at(features, tuple(pseudo_labels.shape[-2:]))
-        agree = nearest == pseudo_labels
-        selected = pseudo_labels.masked_fill(~agree, self.ignore_index)
+        selected = torch.where(nearest == pseudo_labels, pseudo_labels, self.ignore_index)
         return selection_output(
             pseudo_labels, selected, num_classes=self.num_classes, ignore_index=self.ignore_index,
             return_stats=return_stats,
