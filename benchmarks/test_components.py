@@ -557,8 +557,7 @@ def augment_costs(bench, scene, seg_model) -> dict[str, Any]:
     timings = measure(fns, cfg)
     names = ("strong_photometric", "fourier_translate")
     peaks = {k: peak_memory(fns[k], bench.device) for k in names}
-    ops = {"strong_photometric": _ops(bench, None, fns["strong_photometric"]),
-           "fourier_translate": _ops(bench, None, fns["fourier_translate"])}
+    ops = {k: _ops(bench, None, fns[k]) for k in names}
     seg_model.zero_grad(set_to_none=True)
     return {"timings": timings, "peaks": peaks, "ops": ops, "encoder": _shapes(bench).encoder}
 
