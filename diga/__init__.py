@@ -35,6 +35,7 @@ from diga.models import (
 from diga.selectors import (
     ClassBalancedSelector,
     ClassCentroids,
+    ClassShareMonitor,
     ConfidenceThresholdSelector,
     DynamicPseudoLabelSelector,
     SelectionStats,
@@ -50,6 +51,7 @@ __all__ = [
     "Adapter",
     "ClassBalancedSelector",
     "ClassCentroids",
+    "ClassShareMonitor",
     "ConfidenceThresholdSelector",
     "ConfusionMatrix",
     "CrossDomainMix",

@@ -21,7 +21,7 @@ from diga._ops import class_argmax
 from diga.augment import CrossDomainMix, StrongPhotometric, Translator, class_mix_mask, mix_by_mask
 from diga.losses import SymmetricKDLoss, resize_logits, segmentation_ce_loss
 from diga.models import FeatureSegmenter, with_features
-from diga.selectors import ClassCentroids, DynamicPseudoLabelSelector, kept_fractions
+from diga.selectors import ClassCentroids, ClassShareMonitor, DynamicPseudoLabelSelector, kept_fractions
 from diga.teacher import EMATeacher, unwrap_model
 
 __all__ = ["Adapter", "StepOutput", "batch_images"]
@@ -149,6 +149,8 @@ class Adapter(nn.Module):
         kd_weight: float = 0.5,
         st_kd_weight: float = 0.25,
         teacher_momentum: float = 0.999,
+        teacher_ramp: float = 0.1,
+        teacher_buffers: str = "ema",
         centroid_momentum: float = 1e-4,
         ignore_index: int = 255,
         feature_layer: str | None = None,
@@ -179,8 +181,11 @@ class Adapter(nn.Module):
         self.mixed_view_ce = bool(mixed_view_ce)
 
         self.student = model if _is_feature_model(model) else with_features(model, feature_layer)
-        self.teacher = EMATeacher(self.student, teacher_momentum, train_mode=teacher_train_mode)
+        self.teacher = EMATeacher(self.student, teacher_momentum, ramp=teacher_ramp, buffers=teacher_buffers,
+                                  train_mode=teacher_train_mode)
         self.teacher.update(self.student)  # the paper's iteration-0 copy: see the class docstring
+        self.teacher_ramp = float(teacher_ramp)
+        self.stage = "warmup"
         self.translator = translator
         self.augment = augment if augment is not None else StrongPhotometric(beta=0.4)
         self.st_augment = st_augment if st_augment is not None else StrongPhotometric(beta=0.3)
@@ -196,6 +201,7 @@ class Adapter(nn.Module):
             self.__dict__["selector"] = DynamicPseudoLabelSelector(self.centroids, ignore_index=ignore_index)
         else:
             self.selector = selector
+        self.monitor = ClassShareMonitor(num_classes, ignore_index=ignore_index)
         self.step = 0
 
     # ------------------------------------------------------------- helpers
@@ -273,10 +279,17 @@ class Adapter(nn.Module):
         self.teacher.update(self.student)
 
     @torch.no_grad()
-    def reset_teacher(self) -> None:
+    def reset_teacher(self, *, ramp: float | None = None) -> None:
         """Restart the teacher from the student, ramp included (the paper does this per stage)."""
-        self.teacher.step = 0
-        self.teacher.update(self.student)
+        self.teacher.restart(self.student, ramp=ramp)
+
+    def _enter_self_training(self) -> None:
+        """The first self-training step of a stage restarts the teacher from the student with the
+        paper's true average, and takes the centroid pass's class shares as the collapse reference."""
+        if self.stage != "self_training":
+            self.reset_teacher(ramp=1.0)
+            self.monitor.set_reference(counts=self.centroids.pixel_counts)
+            self.stage = "self_training"
 
     # ------------------------------------------------------------ warm-up
     def warmup_step(
@@ -400,6 +413,7 @@ class Adapter(nn.Module):
                         f"`{name}` must be (B, H, W) = {(target_images.shape[0], *size)}, "
                         f"got {tuple(lbl.shape)}"
                     )
+        self._enter_self_training()
         with value_checks(False):  # the inputs are checked; what the step builds from them is not re-read
             return self._self_training(
                 source_images, source_labels, target_images, target_pseudo_labels, target_labels, generator
@@ -421,6 +435,7 @@ class Adapter(nn.Module):
             source_images, mixed_source, target_images
         )
         with torch.no_grad():
+            watch = self.monitor.update(class_argmax(tt_logits))
             if target_pseudo_labels is None:
                 target_pseudo_labels = class_argmax(resize_logits(tt_logits, size))
             selected = self.selector(
@@ -454,6 +469,8 @@ class Adapter(nn.Module):
             target_pseudo_labels, selected, num_classes=self.num_classes, ignore_index=self.ignore_index
         )
         parts["kept"] = stats.kept
+        parts["collapse"] = watch.collapsed.float()
+        parts["share_ratio_min"] = watch.min_ratio
         for k in range(self.num_classes):
             parts[f"kept/{k}"] = stats.kept_per_class[k]
         if target_labels is not None:
@@ -533,6 +550,7 @@ class Adapter(nn.Module):
                 self.centroids.accumulate(feats, labels=labels, logits=logits)
         finally:
             net.train(was_training)
+        self.stage = "centroids"  # the next self-training step starts a self-training stage
         return self.centroids.finalize()
 
     # ------------------------------------------------------------ predict
@@ -560,10 +578,11 @@ class Adapter(nn.Module):
 
     # -------------------------------------------------------------- state
     def get_extra_state(self) -> dict:
-        return {"step": self.step}
+        return {"step": self.step, "stage": self.stage}
 
     def set_extra_state(self, state: dict) -> None:
         self.step = int(state["step"])
+        self.stage = str(state.get("stage", "warmup"))
 
     def extra_repr(self) -> str:
         return (

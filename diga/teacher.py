@@ -80,12 +80,19 @@ class EMATeacher(nn.Module):
     """A frozen copy of the student that follows it by exponential moving average.
 
     ``update(student)`` sets every teacher parameter to
-    ``alpha * teacher + (1 - alpha) * student`` with the paper's "true average"
-    ramp ``alpha = min(1 - 1 / (step + 1), momentum)`` (the first update copies the
-    student, the next ones average all students so far until ``momentum`` takes
-    over), as one fused multi-tensor ``_foreach_lerp_``. Buffers (batch-norm
-    statistics) are copied from the student. The step counter is part of
-    ``state_dict``.
+    ``alpha * teacher + (1 - alpha) * student`` with
+    ``alpha = min(1 - 1 / (1 + ramp * step), momentum)``, as one fused
+    multi-tensor ``_foreach_lerp_``. The first update copies the student; after
+    that the teacher is (close to) the average of the students of the last
+    ``ramp * step`` steps, until ``momentum`` caps that window at
+    ``1 / (1 - momentum)`` steps. ``ramp=1`` is the paper's "true average"
+    ``min(1 - 1 / (step + 1), momentum)``: every student since the first update
+    weighs the same. A smaller ramp forgets the first students, which matters
+    when they are poor (a random initialisation) and the run is short against
+    ``1 / (1 - momentum)``. Buffers (batch-norm statistics) are copied from the
+    student (``buffers="copy"``) or averaged with the same weight
+    (``buffers="ema"``; integer counters are copied). The step counter is part of
+    ``state_dict``; :meth:`restart` starts the average again from a student.
 
     The teacher is kept in eval mode (dropout off, batch-norm running
     statistics); ``train_mode=True`` keeps it in train mode whenever its parent
@@ -94,6 +101,10 @@ class EMATeacher(nn.Module):
     Args:
         student: the student model; DDP, DataParallel and ``torch.compile`` wrappers are unwrapped.
         momentum: the EMA's ceiling ``alpha`` (0.999 in the paper).
+        ramp: how fast the averaging window grows with the step, > 0 (1: the paper's
+            true average; ``float("inf")``: no ramp, ``momentum`` from the second update).
+        buffers: ``"copy"`` the student's buffers at each update, or average them
+            (``"ema"``).
         train_mode: keep the teacher in train mode like the paper's script.
 
     Example:
@@ -106,12 +117,25 @@ class EMATeacher(nn.Module):
         (True, 1)
     """
 
-    def __init__(self, student: nn.Module, momentum: float = 0.999, *, train_mode: bool = False):
+    def __init__(
+        self,
+        student: nn.Module,
+        momentum: float = 0.999,
+        *,
+        ramp: float = 1.0,
+        buffers: str = "copy",
+        train_mode: bool = False,
+    ):
         super().__init__()
         if not isinstance(student, nn.Module):
             raise ValueError(f"`student` must be an nn.Module, got {type(student).__name__}")
         check_number(momentum, "momentum", low=0, high=1)
+        check_number(ramp, "ramp", low=0, low_open=True)
+        if buffers not in ("copy", "ema"):
+            raise ValueError(f"`buffers` must be 'copy' or 'ema', got {buffers!r}")
         self.momentum = float(momentum)
+        self.ramp = float(ramp)
+        self.buffers = buffers
         self.train_mode = bool(train_mode)
         self.model = copy.deepcopy(unwrap_model(student))
         for p in self.model.parameters():
@@ -127,7 +151,9 @@ class EMATeacher(nn.Module):
     def alpha(self, step: int | None = None) -> float:
         """The EMA weight of the teacher at ``step`` (the current step by default)."""
         step = self.step if step is None else step
-        return min(1.0 - 1.0 / (step + 1), self.momentum)
+        if step == 0:  # the first update copies the student, whatever the ramp
+            return 0.0
+        return min(1.0 - 1.0 / (1.0 + self.ramp * step), self.momentum)
 
     def _plan(self, student: nn.Module) -> _UpdatePlan:
         """Where every parameter and buffer lives, built once per student and checked then.
@@ -163,10 +189,21 @@ class EMATeacher(nn.Module):
         """One EMA step towards ``student`` (call after the optimiser step, once per step)."""
         plan = self._plan(student)
         ts, ss = [_get(x) for x in plan.t_params], [_get(x) for x in plan.s_params]
-        _lerp_or_copy(ts, ss, 1.0 - self.alpha())
-        if plan.t_bufs:  # statistics (float) and counters (int64): each kind in one fused copy
-            _lerp_or_copy([_get(x) for x in plan.t_bufs], [_get(x) for x in plan.s_bufs], None)
+        weight = 1.0 - self.alpha()
+        _lerp_or_copy(ts, ss, weight)
+        if plan.t_bufs:  # statistics (float) and counters (int64, always copied): each kind fused
+            _lerp_or_copy([_get(x) for x in plan.t_bufs], [_get(x) for x in plan.s_bufs],
+                          weight if self.buffers == "ema" else None)
         self.step += 1
+
+    @torch.no_grad()
+    def restart(self, student: nn.Module, *, ramp: float | None = None) -> None:
+        """Start the average again: copy ``student`` (step 0), optionally with another ``ramp``."""
+        if ramp is not None:
+            check_number(ramp, "ramp", low=0, low_open=True)
+            self.ramp = float(ramp)
+        self.step = 0
+        self.update(student)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -179,10 +216,12 @@ class EMATeacher(nn.Module):
         return self.model(*args, **kwargs)
 
     def get_extra_state(self) -> dict:
-        return {"step": self.step, "momentum": self.momentum}
+        return {"step": self.step, "momentum": self.momentum, "ramp": self.ramp}
 
     def set_extra_state(self, state: dict) -> None:
         self.step = int(state["step"])
+        self.ramp = float(state.get("ramp", self.ramp))
 
     def extra_repr(self) -> str:
-        return f"momentum={self.momentum}, train_mode={self.train_mode}, step={self.step}"
+        return (f"momentum={self.momentum}, ramp={self.ramp}, buffers={self.buffers!r}, "
+                f"train_mode={self.train_mode}, step={self.step}")

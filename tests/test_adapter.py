@@ -89,8 +89,9 @@ class TestWarmup:
         assert ad2.teacher.model.training
 
     def test_teacher_sequence_matches_paper(self):
-        """Updating after each optimiser step reproduces the paper's update-before-forward ramp."""
-        ad = Adapter(tiny_net(), num_classes=C)
+        """With the paper's ramp, updating after each optimiser step reproduces its update-before-forward
+        sequence (the default ramp, 0.1, forgets the first students faster: TestStagesAndCollapse)."""
+        ad = Adapter(tiny_net(), num_classes=C, teacher_ramp=1.0)
         student = ad.student
         ref = copy.deepcopy(student)  # paper: teacher created from the student, iteration 0 copies it
         for i in range(1, 4):
@@ -317,3 +318,67 @@ class TestHostReads:
             adapter.warmup_step(src, lbl, tgt * 2)
         with pytest.raises(ValueError, match="target_pseudo_labels"):
             adapter.self_training_step(src, lbl, tgt, tgt_lbl + C)
+
+
+def _force_class(adapter, k=0):
+    """Make the student's head predict class ``k`` at every pixel (a forced collapse)."""
+    head = adapter.student.model.segmentation_head[0]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[k] = 10.0
+
+
+class TestStagesAndCollapse:
+    def test_first_self_training_step_restarts_the_teacher(self, adapter):
+        src, lbl, tgt, tgt_lbl = batch()
+        opt = torch.optim.SGD(adapter.student.parameters(), lr=0.1)
+        for _ in range(3):
+            adapter.warmup_step(src, lbl, tgt).loss.backward()
+            opt.step()
+            opt.zero_grad()
+            adapter.update_teacher()
+        assert adapter.stage == "warmup" and adapter.teacher.ramp == 0.1
+        student_weight = adapter.student.model.encoder.conv1.weight.clone()
+        assert not torch.equal(adapter.teacher.model.model.encoder.conv1.weight, student_weight)
+        adapter.init_centroids([tgt])
+        assert adapter.stage == "centroids"
+        adapter.self_training_step(src, lbl, tgt, tgt_lbl)
+        assert adapter.stage == "self_training" and adapter.teacher.ramp == 1.0 and adapter.teacher.step == 1
+        assert torch.equal(adapter.teacher.model.model.encoder.conv1.weight, student_weight)
+        adapter.update_teacher()
+        adapter.self_training_step(src, lbl, tgt, tgt_lbl)  # no second restart within the stage
+        assert adapter.teacher.step == 2
+        other = Adapter(tiny_net(), num_classes=C)
+        other.load_state_dict(adapter.state_dict())
+        assert other.stage == "self_training" and other.teacher.ramp == 1.0
+
+    def test_paper_teacher_settings_are_reachable(self):
+        ad = Adapter(tiny_net(), num_classes=C, teacher_ramp=1.0, teacher_buffers="copy")
+        assert ad.teacher.ramp == 1.0 and ad.teacher.buffers == "copy"
+        assert [ad.teacher.alpha(s) for s in range(5)] == [min(1 - 1 / (s + 1), 0.999) for s in range(5)]
+
+    def test_forced_collapse_is_reported(self, adapter):
+        src, lbl, tgt, tgt_lbl = batch()
+        adapter.init_centroids([tgt])
+        adapter.centroids.pixel_counts.fill_(100.0)  # the warm-up predicted every class equally often
+        _force_class(adapter, 0)
+        out = adapter.self_training_step(src, lbl, tgt, None)
+        assert float(out.parts["collapse"]) == 1.0 and float(out.parts["share_ratio_min"]) == 0.0
+        assert (out.images["pseudo"] == 0).all()
+
+    def test_no_collapse_against_its_own_shares(self, adapter):
+        src, lbl, tgt, tgt_lbl = batch()
+        adapter.init_centroids([tgt])  # reference: this model's own predictions on these images
+        out = adapter.self_training_step(src, lbl, tgt, tgt_lbl)
+        assert float(out.parts["collapse"]) == 0.0
+        assert float(out.parts["share_ratio_min"]) == pytest.approx(1.0, abs=1e-5)
+
+    def test_dynamic_selector_does_not_keep_a_degenerate_map(self, adapter):
+        """All pseudo-labels one class, features spread over the centroids: only that class's part stays."""
+        bank = ClassCentroids.from_tensor(torch.eye(C, 8))
+        feats = torch.eye(C, 8)[torch.arange(16) % C].T.reshape(1, 8, 4, 4)
+        selected = DynamicPseudoLabelSelector(bank)(torch.zeros(1, 4, 4, dtype=torch.long), feats)
+        kept = selected != 255
+        assert 0 < kept.float().mean() < 0.5
+        assert torch.equal(kept, (torch.arange(16) % C == 0).reshape(1, 4, 4))

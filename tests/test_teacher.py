@@ -168,3 +168,71 @@ class TestUpdatePlan:
             t.update(student)
             assert t.step == 2
             assert torch.equal(t.model[0].weight, student[0].weight)
+
+
+class TestRampAndBuffers:
+    def test_ramp_against_a_loop(self):
+        torch.manual_seed(1)
+        student = small_net()
+        teacher = EMATeacher(student, momentum=0.99, ramp=0.1)
+        ref = copy.deepcopy(student)
+        for step in range(40):
+            with torch.no_grad():
+                for p in student.parameters():
+                    p.add_(torch.randn_like(p) * 0.1)
+            teacher.update(student)
+            alpha = min(1 - 1 / (1 + 0.1 * step), 0.99)
+            for tp, sp in zip(ref.parameters(), student.parameters(), strict=True):
+                tp.data[:] = alpha * tp.data + (1 - alpha) * sp.data
+        for a, b in zip(teacher.model.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(a, b)
+        # The window grows as ramp x step: alpha(10) = 1 - 1/2, alpha(90) = 1 - 1/10, capped by momentum.
+        assert teacher.alpha(0) == 0.0 and teacher.alpha(10) == pytest.approx(0.5)
+        assert teacher.alpha(90) == pytest.approx(0.9) and teacher.alpha(10_000) == 0.99
+
+    def test_ramp_one_is_the_paper(self):
+        a, b = EMATeacher(small_net(), ramp=1.0), EMATeacher(small_net())
+        assert [a.alpha(s) for s in range(50)] == [min(1 - 1 / (s + 1), 0.999) for s in range(50)]
+        assert [b.alpha(s) for s in range(50)] == [a.alpha(s) for s in range(50)]
+
+    def test_ema_buffers_against_a_loop(self):
+        torch.manual_seed(2)
+        student = small_net().train()
+        teacher = EMATeacher(student, momentum=0.9, buffers="ema")
+        mean = teacher.model[1].running_mean.clone()
+        for step in range(6):
+            student(torch.randn(4, 3, 8, 8) + step)  # moves the student's running statistics
+            teacher.update(student)
+            w = 1 - min(1 - 1 / (step + 1), 0.9)
+            mean = (1 - w) * mean + w * student[1].running_mean
+        torch.testing.assert_close(teacher.model[1].running_mean, mean)
+        assert not torch.equal(teacher.model[1].running_mean, student[1].running_mean)
+        assert teacher.model[1].num_batches_tracked == student[1].num_batches_tracked  # counters copied
+
+    def test_restart(self):
+        student = small_net()
+        teacher = EMATeacher(student, ramp=0.1)
+        for _ in range(5):
+            teacher.update(student)
+        with torch.no_grad():
+            student[0].weight.add_(1)
+        teacher.restart(student, ramp=1.0)
+        assert teacher.step == 1 and teacher.ramp == 1.0
+        assert torch.equal(teacher.model[0].weight, student[0].weight)
+        other = EMATeacher(small_net(), ramp=0.5)
+        other.load_state_dict(teacher.state_dict())
+        assert other.ramp == 1.0 and other.step == 1
+
+    @pytest.mark.parametrize("ramp", [0, -0.1, float("nan"), "1", None])
+    def test_bad_ramp(self, ramp):
+        with pytest.raises(ValueError, match="ramp"):
+            EMATeacher(small_net(), ramp=ramp)
+
+    @pytest.mark.parametrize("buffers", ["keep", "", None, True])
+    def test_bad_buffers(self, buffers):
+        with pytest.raises(ValueError, match="buffers"):
+            EMATeacher(small_net(), buffers=buffers)
+
+    def test_bad_restart_ramp(self):
+        with pytest.raises(ValueError, match="ramp"):
+            EMATeacher(small_net()).restart(small_net(), ramp=0.0)

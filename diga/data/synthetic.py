@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from diga._checks import check_number
 from diga.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
-__all__ = ["SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE", "SyntheticShift"]
+__all__ = ["SHIFT_KINDS", "SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE", "SyntheticShift"]
 
 #: The eight classes of :class:`SyntheticShift`, in Cityscapes order (a subset of its 19).
 SYNTHETIC_CLASSES: tuple[str, ...] = (
@@ -33,16 +33,37 @@ _MIN_SIDE = 16
 
 # Per-domain scene statistics: object counts are inclusive ranges; building heights above the
 # horizon are fractions of H; the last two are the chances of an unlabelled prop and of the bonnet.
+# ``horizon`` is its row as a fraction of H, ``metre`` the pixels per metre on the bottom row as a
+# fraction of W, ``road`` the road's half-width at the bottom as a fraction of W (each side).
 _LAYOUT = {
     "source": {
         "cars": (0, 3), "persons": (2, 6), "poles": (2, 5), "trees": (1, 3),
         "building_height": (0.16, 0.42), "unlabelled_prop": 0.5, "bonnet": 0.0,
+        "horizon": (0.36, 0.48), "metre": 0.09, "road": (0.35, 0.55),
     },
     "target": {
         "cars": (2, 6), "persons": (1, 3), "poles": (0, 2), "trees": (1, 4),
         "building_height": (0.08, 0.28), "unlabelled_prop": 0.0, "bonnet": 0.5,
+        "horizon": (0.36, 0.48), "metre": 0.09, "road": (0.35, 0.55),
+    },
+    # Another city seen from another car: a higher horizon over a narrower road, a closer camera
+    # (everything larger), dense traffic and crowds, tall buildings, almost no trees or poles.
+    "crowded": {
+        "cars": (4, 9), "persons": (5, 11), "poles": (0, 1), "trees": (0, 1),
+        "building_height": (0.30, 0.55), "unlabelled_prop": 0.0, "bonnet": 0.0,
+        "horizon": (0.22, 0.32), "metre": 0.13, "road": (0.22, 0.34),
     },
 }
+
+# The kinds of target domain: (layout, colours, finish). The source domain is one for all of them.
+_SHIFTS = {
+    "appearance": ("target", "target", "camera"),
+    "sensor": ("source", "source", "sensor"),
+    "layout": ("crowded", "source", "plain"),
+    "weather": ("source", "source", "weather"),
+}
+#: The kinds of shift :class:`SyntheticShift` draws (its ``shift`` argument).
+SHIFT_KINDS: tuple[str, ...] = tuple(_SHIFTS)
 
 # Colours (RGB in [0, 1]). Source: saturated "game engine" colours; target: muted, real-world ones.
 _SOURCE_COLOURS = {
@@ -117,6 +138,7 @@ class _Canvas:
         self.h, self.w = height, width
         self.material = torch.full((height, width), _SKY, dtype=torch.int64)
         self.image = torch.zeros(3, height, width)
+        self.horizon = 0.5 * height
 
     def box(self, top: float, bottom: float, left: float, right: float):
         """Integer bounds clipped to the canvas and pixel-centre coordinates inside, or None."""
@@ -255,12 +277,15 @@ class SyntheticShift(Dataset):
         self,
         domain: str = "source",
         *,
+        shift: str = "appearance",
         size: tuple[int, int] = (64, 96),
         length: int = 512,
         seed: int = 0,
     ) -> None:
         if domain not in _DOMAINS:
             raise ValueError(f"`domain` must be 'source' or 'target', got {domain!r}")
+        if shift not in _SHIFTS:
+            raise ValueError(f"`shift` must be one of {SHIFT_KINDS}, got {shift!r}")
         if (
             not isinstance(size, (tuple, list))
             or len(size) != 2
@@ -271,6 +296,7 @@ class SyntheticShift(Dataset):
         check_number(length, "length", low=1, integer=True)
         check_number(seed, "seed", low=0, integer=True)
         self.domain = domain
+        self.shift = shift
         self.size = (int(size[0]), int(size[1]))
         self.length = int(length)
         self.seed = int(seed)
@@ -285,19 +311,29 @@ class SyntheticShift(Dataset):
             raise TypeError(f"`index` must be an integer, got {type(index).__name__}") from None
         if not 0 <= index < self.length:
             raise IndexError(f"`index` must be in [0, {self.length}), got {index}")
-        g = torch.Generator().manual_seed(_item_seed(self.seed, self.domain, index))
+        key = self.domain if self.shift == "appearance" or self.domain == "source" else f"{self.domain}-{self.shift}"
+        g = torch.Generator().manual_seed(_item_seed(self.seed, key, index))
         canvas = self._scene(_Draw(g))
-        if self.domain == "target":
+        finish = self._kind[2]
+        if finish == "camera":
             image = self._camera(canvas, g)
+        elif finish == "sensor":
+            image = self._sensor(self._plain(canvas, g), g)
+        elif finish == "weather":
+            image = self._weather(self._plain(canvas, g), canvas, g)
         else:
-            noise = 0.005 + 0.025 * float(torch.rand((), generator=g))
-            light = 0.85 + 0.2 * float(torch.rand((), generator=g))  # time of day
-            image = (canvas.image * light + noise * torch.randn(canvas.image.shape, generator=g)).clamp(0, 1)
+            image = self._plain(canvas, g)
         label = canvas.material.masked_fill(canvas.material == _UNLABELLED, self.ignore_index)
         return image.contiguous(), label
 
+    @property
+    def _kind(self) -> tuple[str, str, str]:
+        """``(layout, colours, finish)`` of this domain."""
+        return ("source", "source", "plain") if self.domain == "source" else _SHIFTS[self.shift]
+
     def extra_repr(self) -> str:
-        return f"domain={self.domain!r}, size={self.size}, length={self.length}, seed={self.seed}"
+        return (f"domain={self.domain!r}, shift={self.shift!r}, size={self.size}, length={self.length}, "
+                f"seed={self.seed}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -306,18 +342,20 @@ class SyntheticShift(Dataset):
 
     def _scene(self, r: _Draw) -> _Canvas:
         h, w = self.size
-        layout = _LAYOUT[self.domain]
-        colours = _SOURCE_COLOURS if self.domain == "source" else _TARGET_COLOURS
-        jitter = 0.04 if self.domain == "source" else 0.07
+        layout_name, colour_name, _ = self._kind
+        layout = _LAYOUT[layout_name]
+        colours = _SOURCE_COLOURS if colour_name == "source" else _TARGET_COLOURS
+        jitter = 0.04 if colour_name == "source" else 0.07
         canvas = _Canvas(h, w)
         canvas.image.copy_(r.colour(colours["sky"], jitter)[:, None, None].expand(3, h, w))
 
-        horizon = h * r.uniform(0.36, 0.48)
+        horizon = h * r.uniform(*layout["horizon"])
+        canvas.horizon = horizon
         vanish = w * r.uniform(0.4, 0.6)
         road_top = w * r.uniform(0.01, 0.04)  # half-width of the road at the horizon
-        road_left, road_right = w * r.uniform(0.35, 0.55), w * r.uniform(0.35, 0.55)
+        road_left, road_right = w * r.uniform(*layout["road"]), w * r.uniform(*layout["road"])
         walk_left, walk_right = w * r.uniform(0.12, 0.28), w * r.uniform(0.12, 0.28)
-        metre = 0.09 * w  # pixels per metre on the bottom row; scales with depth below
+        metre = layout["metre"] * w  # pixels per metre on the bottom row; scales with depth below
 
         def depth(y: float) -> float:
             return max(y - horizon, 0.0) / (h - horizon)
@@ -447,6 +485,58 @@ class SyntheticShift(Dataset):
                        r.colour(colours["clothes"], jitter))
         head = max(0.08 * tall, 0.6)
         canvas.ellipse(base - 0.86 * tall, cx, head, head, _PERSON, r.colour(colours["skin"], jitter))
+
+    # -- finishes: what the domain's camera and world do to the painted scene ---------------------
+
+    @staticmethod
+    def _plain(canvas: _Canvas, g: torch.Generator) -> Tensor:
+        """The source's look: the flat painted scene, a per-image brightness and mild noise."""
+        noise = 0.005 + 0.025 * float(torch.rand((), generator=g))
+        light = 0.85 + 0.2 * float(torch.rand((), generator=g))  # time of day
+        return (canvas.image * light + noise * torch.randn(canvas.image.shape, generator=g)).clamp(0, 1)
+
+    def _sensor(self, image: Tensor, g: torch.Generator) -> Tensor:
+        """Another camera on the same world: colour filters that mix the channels, a lower
+        resolution, a tone curve, and strong signal-dependent noise with row banding."""
+        h, w = self.size
+        r = _Draw(g)
+        # Colour: each output channel takes a share of the next one (cyclic), with per-channel gains.
+        mix = r.uniform(0.25, 0.5)
+        matrix = (1 - mix) * torch.eye(3) + mix * torch.eye(3).roll(1, dims=1)
+        gains = torch.tensor([r.uniform(0.8, 1.15) for _ in range(3)])
+        image = torch.einsum("ij,jhw->ihw", gains[:, None] * matrix, image)
+        # Resolution: a sensor with half (or a third of) the pixels, upsampled back.
+        factor = 2 if r.chance(0.5) else 3
+        small = F.avg_pool2d(image[None], factor, ceil_mode=True)
+        image = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+        # Tone curve (lifted shadows) and noise: shot noise grows with the signal, plus row banding.
+        image = image.clamp(0, 1) ** r.uniform(0.55, 0.8)
+        shot = r.uniform(0.04, 0.08) * image.sqrt() * torch.randn(3, h, w, generator=g)
+        bands = r.uniform(0.01, 0.03) * torch.randn(1, h, 1, generator=g)
+        return (image + shot + bands).clamp(0, 1).to(torch.float32)
+
+    def _weather(self, image: Tensor, canvas: _Canvas, g: torch.Generator) -> Tensor:
+        """The same world in fog (contrast fading with distance towards a grey airlight) or at
+        dusk (dark, blue, with a warm glow of street lights and more sensor noise); half each."""
+        h, w = self.size
+        r = _Draw(g)
+        ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
+        below = ((ys - canvas.horizon) / (h - canvas.horizon)).clamp(min=0.04)  # (H, 1), 1 at the bottom
+        if r.chance(0.5):  # fog: transmission exp(-density x distance), distance ~ 1 / depth below horizon
+            density = r.uniform(0.08, 0.16)
+            far = (canvas.material == _SKY) | (canvas.material == _BUILDING)
+            distance = torch.where(far, torch.full_like(image[0], 1 / 0.06), (1 / below).expand(h, w))
+            transmission = torch.exp(-density * distance)[None]
+            airlight = r.uniform(0.65, 0.85) * torch.tensor([1.0, 1.0, 1.03])[:, None, None]
+            image = image * transmission + airlight * (1 - transmission)
+            noise = 0.01
+        else:  # dusk: low light, blue cast, warm pools of light from above, noisy sensor
+            image = image * r.uniform(0.18, 0.32) * torch.tensor([0.8, 0.9, 1.25])[:, None, None]
+            glow = _smooth_noise(g, h, w, 4)[0].clamp(min=0) * (1 - below)
+            image = image + r.uniform(0.1, 0.25) * glow * torch.tensor([1.0, 0.7, 0.35])[:, None, None]
+            noise = r.uniform(0.02, 0.04)
+        image = image + noise * torch.randn(3, h, w, generator=g)
+        return image.clamp(0, 1).to(torch.float32)
 
     # -- the target's camera: textures, colour, lighting, optics, noise ---------------------------
 

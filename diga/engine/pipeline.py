@@ -129,6 +129,7 @@ def _centroids(adapter: Adapter, data: DataSpec, path: Path, dist: DistInfo, num
                show_progress: bool) -> None:
     if path.exists():
         adapter.centroids.load_state_dict(load_checkpoint(path, map_location=dist.device))
+        adapter.stage = "centroids"  # as init_centroids leaves it: the next round starts afresh
         return
     dataset = data.target_centroid()
     shard = Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))

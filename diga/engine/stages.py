@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from diga.metrics import ConfusionMatrix
 from diga.models import param_groups
 
 __all__ = [
+    "CollapseError",
+    "CollapseWarning",
     "OptimConfig",
     "as_batch",
     "autocast_context",
@@ -41,6 +44,25 @@ __all__ = [
 ]
 
 STAGES = ("source_only", "warmup", "self_training")
+
+
+class CollapseWarning(UserWarning):
+    """Self-training looks collapsed: a class the warm-up predicted often has all but vanished."""
+
+
+class CollapseError(RuntimeError):
+    """Raised by :func:`train_stage` with ``stop_on_collapse=True`` when it sees a collapse."""
+
+
+def collapse_message(stage: str, step: int, values: Mapping[str, float]) -> str:
+    """The one-line report of a collapse seen in a step's logged values."""
+    ratio = values.get("share_ratio_min", float("nan"))
+    return (
+        f"{stage} step {step}: self-training looks collapsed: a class the warm-up model predicted on at least 1% "
+        f"of the target pixels now gets {ratio:.2f} of that share in the teacher's target predictions "
+        "(see 'share_ratio_min' and 'kept/<k>' in log.jsonl). Lower the learning rate, train longer in warm-up, "
+        "or use offline pseudo-labels; stop_on_collapse / --stop-on-collapse stops the run here."
+    )
 
 
 @dataclass
@@ -214,6 +236,7 @@ def train_stage(
     stop_after: int | None = None,
     show_progress: bool = True,
     config: Mapping[str, Any] | None = None,
+    stop_on_collapse: bool = False,
 ) -> dict[str, Any]:
     """Train one stage (``source_only``, ``warmup`` or ``self_training``) for ``steps`` steps, resumably.
 
@@ -240,6 +263,10 @@ def train_stage(
         stop_after: stop (as if killed) after this many steps in this call, leaving the
             last checkpoint: for tests of resume.
         config: the resolved run configuration, stored in checkpoints.
+        stop_on_collapse: in self-training, raise :class:`CollapseError` at the first logged
+            step whose ``collapse`` part is set (the Adapter's :class:`~diga.ClassShareMonitor`);
+            the last checkpoint stays as it was. Otherwise a :class:`CollapseWarning` is issued
+            once per stage and each such step's log record has ``collapse: 1``.
 
     Returns:
         ``{"step": last step, "history": [eval records], "best": best eval record or None}``.
@@ -318,6 +345,7 @@ def train_stage(
     adapter.train()
     bar = progress(total=steps, desc=name, enabled=show_progress and dist.is_main, initial=start)
     step = start
+    warned = False
     for step in range(start, steps):
         if stop_after is not None and step - start >= stop_after:
             bar.close()
@@ -337,6 +365,15 @@ def train_stage(
             values["lr"] = optimizer.param_groups[0]["lr"]
             logger.log(done, values)
             bar.set_postfix(loss=f"{values.get('loss', float('nan')):.3f}")
+            if values.get("collapse", 0) > 0:
+                message = collapse_message(name, done, values)
+                if stop_on_collapse:
+                    bar.close()
+                    logger.close()
+                    raise CollapseError(message)
+                if not warned:
+                    warnings.warn(message, CollapseWarning, stacklevel=2)
+                    warned = True
         if image_every and dist.is_main and (done % image_every == 0 or done == 1):
             _save_images(out, work_dir / "images" / f"{name}_{done:06d}.png", palette, adapter.ignore_index)
         if eval_fn is not None and eval_every and (done % eval_every == 0 or done == steps):

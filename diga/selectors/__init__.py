@@ -2,6 +2,7 @@
 
 from diga.selectors._upsample import bilinear_argmax
 from diga.selectors.centroids import ClassCentroids
+from diga.selectors.collapse import ClassShareMonitor, ShareStats
 from diga.selectors.dynamic import DynamicPseudoLabelSelector
 from diga.selectors.stats import SelectionStats, kept_fractions
 from diga.selectors.threshold import (
@@ -13,9 +14,11 @@ from diga.selectors.threshold import (
 __all__ = [
     "ClassBalancedSelector",
     "ClassCentroids",
+    "ClassShareMonitor",
     "ConfidenceThresholdSelector",
     "DynamicPseudoLabelSelector",
     "SelectionStats",
+    "ShareStats",
     "bilinear_argmax",
     "kept_fractions",
     "pseudo_label_confidence",

@@ -65,8 +65,10 @@ class ClassCentroids(nn.Module):
         min_pixels: fewest pixels of a class in a batch for ``update`` to move it.
 
     Buffers:
-        ``centroids`` ``(C, D)`` float32; ``initialized`` ``(C,)`` bool; and the
-        initial pass's running sums and counts, so a half-done pass resumes.
+        ``centroids`` ``(C, D)`` float32; ``initialized`` ``(C,)`` bool; the
+        initial pass's running sums and counts, so a half-done pass resumes; and
+        ``pixel_counts`` ``(C,)``, the pixels per class of the last finished pass
+        (the class shares a collapse is measured against).
 
     Example:
         >>> bank = ClassCentroids(num_classes=3, dim=2)
@@ -110,6 +112,7 @@ class ClassCentroids(nn.Module):
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
         self.register_buffer("running_sum", torch.zeros(num_classes, dim, dtype=torch.float64))
         self.register_buffer("running_count", torch.zeros(num_classes, dtype=torch.float64))
+        self.register_buffer("pixel_counts", torch.zeros(num_classes, dtype=torch.float64))
 
     @classmethod
     def from_tensor(
@@ -233,13 +236,15 @@ class ClassCentroids(nn.Module):
     def finalize(self) -> Tensor:
         """Reduce the running sums across ranks, set every seen class's centroid, reset the sums.
 
-        Classes no pixel reached keep their previous centroid and ``initialized`` state.
+        Classes no pixel reached keep their previous centroid and ``initialized`` state. The
+        reduced per-class pixel counts of the pass are kept in ``pixel_counts`` ``(C,)``.
         Every rank must call it (it is a collective under ``torch.distributed``).
 
         Returns:
             The ``(C, D)`` centroids.
         """
         _dist.all_reduce_sum_(self.running_sum, self.running_count)
+        self.pixel_counts.copy_(self.running_count)  # all ranks together
         seen = self.running_count > 0
         mean = self.running_sum / self.running_count.clamp_min(1)[:, None]
         self.centroids.copy_(torch.where(seen[:, None], mean.to(self.centroids.dtype), self.centroids))

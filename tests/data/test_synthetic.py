@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from diga.data import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from diga.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
+from diga.data.synthetic import SHIFT_KINDS, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
 
 DOMAINS = ("source", "target")
 N_STATS = 50  # items per domain behind the statistical tests
@@ -213,3 +213,96 @@ class TestSyntheticShift:
         assert images.shape == (4, 3, 32, 48) and images.dtype == torch.float32
         assert labels.shape == (4, 32, 48) and labels.dtype == torch.int64
         assert torch.equal(labels[1], data[1][1])
+
+
+# -- the other kinds of shift ------------------------------------------------------------------------
+
+OTHER_SHIFTS = ("sensor", "layout", "weather")
+
+
+def _stack_shift(shift: str, n: int = 24, seed: int = 0, size=(48, 64)):
+    data = SyntheticShift("target", shift=shift, size=size, length=n, seed=seed)
+    images, labels = zip(*(data[i] for i in range(n)), strict=True)
+    return torch.stack(images), torch.stack(labels)
+
+
+@pytest.fixture(scope="module")
+def shifted() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """24 target items of every shift kind and 24 source items, 48 x 64."""
+    out = {kind: _stack_shift(kind) for kind in SHIFT_KINDS}
+    out["source"] = _stack("source", 24, size=(48, 64))
+    return out
+
+
+class TestShiftKinds:
+    def test_kinds(self):
+        assert SHIFT_KINDS == ("appearance", "sensor", "layout", "weather")
+
+    def test_appearance_is_the_default_target(self):
+        default = SyntheticShift("target", length=3, seed=4)
+        named = SyntheticShift("target", shift="appearance", length=3, seed=4)
+        for i in range(3):
+            assert torch.equal(default[i][0], named[i][0]) and torch.equal(default[i][1], named[i][1])
+
+    @pytest.mark.parametrize("shift", SHIFT_KINDS)
+    def test_source_is_one_for_every_shift(self, shift):
+        a, b = SyntheticShift("source", length=2, seed=1), SyntheticShift("source", shift=shift, length=2, seed=1)
+        assert torch.equal(a[1][0], b[1][0]) and torch.equal(a[1][1], b[1][1])
+
+    @pytest.mark.parametrize("shift", OTHER_SHIFTS)
+    def test_contract_and_determinism(self, shift, shifted):
+        images, labels = shifted[shift]
+        assert images.dtype == torch.float32 and labels.dtype == torch.int64
+        assert images.min() >= 0 and images.max() <= 1 and torch.isfinite(images).all()
+        assert ((labels < C) | (labels == IGNORE)).all()
+        again = SyntheticShift("target", shift=shift, size=(48, 64), length=24, seed=0)[5]
+        assert torch.equal(again[0], images[5]) and torch.equal(again[1], labels[5])
+        present = torch.bincount(labels.flatten(), minlength=IGNORE + 1)[:C] > 0
+        assert present.all(), f"{shift}: a class never appears"
+
+    @pytest.mark.parametrize("shift", SHIFT_KINDS)
+    def test_targets_of_two_kinds_differ(self, shift, shifted):
+        others = [k for k in SHIFT_KINDS if k != shift]
+        for other in others:
+            assert not torch.equal(shifted[shift][0], shifted[other][0])
+
+    def test_sensor_and_weather_keep_the_source_world(self, shifted):
+        """Same layout statistics as the source: only the camera or the weather changed."""
+        src = _fractions(shifted["source"][1])
+        for kind in ("sensor", "weather"):
+            tgt = _fractions(_stack_shift(kind, n=24, seed=0)[1])
+            big = src > 0.05
+            assert ((tgt[big] - src[big]).abs() < 0.06).all(), kind
+
+    def test_sensor_mixes_colours_and_lowers_resolution(self, shifted):
+        (src_x, _), (tgt_x, _) = shifted["source"], shifted["sensor"]
+        # Lifted shadows and mixed channels: less saturated, brighter dark pixels.
+        assert _saturation(src_x).mean() > _saturation(tgt_x).mean() + 0.1
+        assert tgt_x.amin(dim=1).mean() > src_x.amin(dim=1).mean() + 0.1
+        # Lower resolution: horizontal steps of the clean signal shrink (noise aside, measured on the mean
+        # over channels of a 2x2-pooled image, which averages most of the noise away).
+        def edges(x):
+            pooled = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 2)
+            return (pooled[..., 1:] - pooled[..., :-1]).abs().quantile(0.99)
+
+        assert edges(tgt_x) < edges(src_x)
+
+    def test_layout_is_crowded(self, shifted):
+        src, tgt = _fractions(shifted["source"][1]), _fractions(shifted["layout"][1])
+        assert tgt[CLS["car"]] > 2.5 * src[CLS["car"]]
+        assert tgt[CLS["person"]] > 1.5 * src[CLS["person"]]
+        assert tgt[CLS["pole"]] < 0.5 * src[CLS["pole"]]
+        assert tgt[CLS["sky"]] < src[CLS["sky"]] - 0.05  # a higher horizon and taller buildings
+
+    def test_weather_is_fog_or_dusk(self, shifted):
+        (src_x, _), (tgt_x, _) = shifted["source"], shifted["weather"]
+        brightness = tgt_x.mean(dim=(1, 2, 3))
+        dark, light = brightness < 0.25, brightness > 0.45
+        assert dark.any() and light.any() and (dark | light).all()
+        # Fog lowers contrast: per-image std of the foggy ones below the source's.
+        assert tgt_x[light].std(dim=(1, 2, 3)).mean() < src_x.std(dim=(1, 2, 3)).mean()
+
+    @pytest.mark.parametrize("shift", ["", "night", "Sensor", None])
+    def test_bad_shift(self, shift):
+        with pytest.raises(ValueError, match="shift"):
+            SyntheticShift("target", shift=shift)

@@ -1,0 +1,139 @@
+"""Collapse watch: the class shares of target predictions against a reference (the warm-up's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from diga._checks import check_labels, check_ndim, check_number
+from diga._ops import count_values
+
+__all__ = ["ClassShareMonitor", "ShareStats"]
+
+
+@dataclass(frozen=True)
+class ShareStats:
+    """What one :meth:`ClassShareMonitor.update` saw (tensors; nothing is read back to the host).
+
+    Attributes:
+        shares: ``(C,)`` running class shares of the labels (an EMA over updates).
+        ratio: ``(C,)`` ``shares / reference``, NaN for classes under ``min_share`` in the reference.
+        min_ratio: scalar, the smallest finite ratio (NaN without a reference).
+        collapsed: scalar bool, some watched class fell under ``min_ratio`` of its reference share.
+    """
+
+    shares: Tensor
+    ratio: Tensor
+    min_ratio: Tensor
+    collapsed: Tensor
+
+
+class ClassShareMonitor(nn.Module):
+    """Flags a self-training collapse: a class the reference predicted often has all but vanished.
+
+    Self-training on its own pseudo-labels can drift into predicting a few
+    classes everywhere (each step's labels confirm the last step's errors). The
+    first sign is in the class shares of the target predictions: a class the
+    warm-up model predicted on a fair share of the target pixels loses it. The
+    monitor keeps a running (EMA) share per class over the updates and compares
+    it with the reference shares: a class with at least ``min_share`` of the
+    reference pixels whose running share falls below ``min_ratio`` times its
+    reference share marks a collapse. Everything stays on the device (no host
+    sync); read ``collapsed`` only when you log.
+
+    Args:
+        num_classes: ``C``.
+        momentum: EMA weight of each update's shares (0.05: about the last 20 batches).
+        min_share: reference share under which a class is not watched (rare classes are noisy).
+        min_ratio: running / reference share under which a watched class counts as vanished.
+        ignore_index: label value that is not counted.
+
+    Buffers:
+        ``reference`` ``(C,)`` shares (all zero until :meth:`set_reference`), ``running`` ``(C,)``,
+        ``updates`` (int64 scalar).
+
+    Example:
+        >>> monitor = ClassShareMonitor(2)
+        >>> monitor.set_reference(torch.tensor([[[0, 1]]]))          # half and half
+        >>> monitor.update(torch.zeros(1, 1, 2, dtype=torch.long)).collapsed
+        tensor(True)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        momentum: float = 0.05,
+        min_share: float = 0.01,
+        min_ratio: float = 0.25,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        check_number(num_classes, "num_classes", low=1, integer=True)
+        check_number(momentum, "momentum", low=0, high=1, low_open=True)
+        check_number(min_share, "min_share", low=0, high=1)
+        check_number(min_ratio, "min_ratio", low=0, high=1)
+        check_number(ignore_index, "ignore_index", integer=True)
+        self.num_classes = int(num_classes)
+        self.momentum = float(momentum)
+        self.min_share = float(min_share)
+        self.min_ratio = float(min_ratio)
+        self.ignore_index = int(ignore_index)
+        self.register_buffer("reference", torch.zeros(num_classes))
+        self.register_buffer("running", torch.zeros(num_classes))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+
+    def _shares(self, labels: Tensor) -> Tensor:
+        check_labels(labels, "labels", num_classes=self.num_classes, ignore_index=self.ignore_index)
+        idx = torch.where(labels == self.ignore_index, self.num_classes, labels)
+        counts = count_values(idx, self.num_classes + 1)[: self.num_classes].float()
+        return counts / counts.sum().clamp_min(1)
+
+    @torch.no_grad()
+    def set_reference(self, labels: Tensor | None = None, *, counts: Tensor | None = None) -> None:
+        """Set the reference shares from labels ``(B, H, W)`` or from per-class pixel ``counts`` ``(C,)``;
+        the running shares start again."""
+        if (labels is None) == (counts is None):
+            raise ValueError("pass exactly one of `labels` and `counts`")
+        if counts is not None:
+            check_ndim(counts, "counts", 1, "(C,)")
+            if counts.shape[0] != self.num_classes:
+                raise ValueError(f"`counts` must be (C,) = ({self.num_classes},), got {tuple(counts.shape)}")
+            counts = counts.to(self.reference.device, torch.float32)
+            shares = counts / counts.sum().clamp_min(1)
+        else:
+            shares = self._shares(labels.to(self.reference.device))
+        self.reference.copy_(shares)
+        self.running.zero_()
+        self.updates.zero_()
+
+    @property
+    def has_reference(self) -> Tensor:
+        """Scalar bool tensor: a reference has been set (its shares are not all zero)."""
+        return self.reference.sum() > 0
+
+    @torch.no_grad()
+    def update(self, labels: Tensor) -> ShareStats:
+        """Fold this batch's class shares into the running shares and compare them with the reference.
+
+        Args:
+            labels: ``(B, H, W)`` predicted (or pseudo-) labels of target images.
+        """
+        check_ndim(labels, "labels", 3, "(B, H, W)")
+        shares = self._shares(labels.to(self.running.device))
+        first = self.updates == 0
+        self.running.copy_(torch.where(first, shares, torch.lerp(self.running, shares, self.momentum)))
+        self.updates.add_(1)
+        watched = self.reference >= max(self.min_share, 1e-12)
+        nan = torch.full((), float("nan"), device=self.running.device)
+        ratio = torch.where(watched, self.running / self.reference.clamp_min(1e-12), nan)
+        lowest = torch.where(watched, ratio, torch.full_like(ratio, float("inf"))).amin()
+        min_ratio = torch.where(watched.any(), lowest, nan)
+        collapsed = watched.any() & (lowest < self.min_ratio)
+        return ShareStats(shares=self.running.clone(), ratio=ratio, min_ratio=min_ratio, collapsed=collapsed)
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, momentum={self.momentum}, min_share={self.min_share}, "
+                f"min_ratio={self.min_ratio}")
