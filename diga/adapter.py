@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +36,12 @@ class StepOutput:
         loss: the scalar to call ``backward()`` on.
         parts: detached scalar tensors: every loss term, and in self-training the
             kept fraction of pseudo-labels overall (``kept``) and per class
-            (``kept/<k>``), plus pseudo-label precision before and after selection
-            when target labels were given for monitoring. Tensors stay on device:
-            read them (``float(v)``) only when you log.
+            (``kept/<k>``), the collapse watch (``collapse``: 1.0 when the
+            :class:`~diga.ClassShareMonitor` sees a class of the warm-up's target
+            predictions all but vanish from the teacher's; ``share_ratio_min``: the
+            smallest running / reference share), plus pseudo-label precision before
+            and after selection when target labels were given for monitoring.
+            Tensors stay on device: read them (``float(v)``) only when you log.
         images: detached tensors built during the step, for visualisation.
     """
 
@@ -79,12 +83,28 @@ class Adapter(nn.Module):
         out.loss.backward(); opt.step(); opt.zero_grad(); adapter.update_teacher()
         adapter.init_centroids(target_loader)                       # stage 3
         out = adapter.self_training_step(src_img, src_lbl, tgt_img, tgt_pseudo)  # stage 4
+        out.loss.backward(); opt.step(); opt.zero_grad(); adapter.update_teacher()
 
-    Teacher timing: the paper updates the teacher at the start of each iteration,
-    so iteration ``i`` sees the true average of students ``0..i``. The
-    construction copy counts as that first (iteration-0) update, so calling
-    :meth:`update_teacher` after each optimiser step reproduces the paper's
-    sequence exactly.
+    ``tgt_pseudo`` may be None (online mode): the labels are then made batch by
+    batch by a frozen copy of the model self-training started from (multi-scale,
+    ``online_scales``), which is what offline mode caches. Nothing else is needed
+    between the stages: the first self-training step after :meth:`init_centroids`
+    restarts the teacher from the student and sets the collapse watch's
+    reference (the centroid pass's class shares).
+
+    Teacher: an EMA of the student, updated by :meth:`update_teacher` after each
+    optimiser step. In warm-up its averaging window grows as ``teacher_ramp`` x
+    the steps so far (0.1: about the last tenth of the run), capped at
+    ``1 / (1 - teacher_momentum)`` steps, and its batch-norm statistics are
+    averaged with the same weights (``teacher_buffers="ema"``), so it is about as
+    good as the student at every step of a run of any length, from scratch or
+    pretrained. The paper's ramp (``teacher_ramp=1``: the true average of every
+    student since the first, 0.999 after 1000 steps) averages in the random
+    initial students for the whole of a short run. Self-training restarts it from
+    the warm-up student with the paper's true average: that start is worth
+    keeping. With ``teacher_ramp=1`` the construction copy counts as the paper's
+    iteration-0 update, so calling :meth:`update_teacher` after each optimiser
+    step reproduces the paper's sequence exactly.
 
     Checks: each step checks its inputs (shapes; label range and pixel range
     with one read-back each, unless :func:`diga.set_value_checks` is off) and
@@ -105,6 +125,12 @@ class Adapter(nn.Module):
         kd_weight: lambda of the KD term in warm-up (paper 0.5).
         st_kd_weight: lambda of the KD term in self-training (paper 0.25).
         teacher_momentum: EMA ceiling (paper 0.999).
+        teacher_ramp: warm-up teacher's averaging window as a fraction of the steps
+            so far (paper 1.0: the true average); see above.
+        teacher_buffers: ``"ema"`` (average batch-norm statistics with the weights) or
+            ``"copy"`` (the student's: the earlier default). The paper's script never updates
+            the teacher's (its DeepLabV2 keeps the ImageNet statistics it loaded, with frozen
+            batch-norm affine weights); a from-scratch model has no such statistics to keep.
         centroid_momentum: centroid EMA weight (paper 1e-4).
         ignore_index: label value that carries no label.
         feature_layer: for models smp/timm/DeepLabV2 do not cover, the dotted name
@@ -123,6 +149,8 @@ class Adapter(nn.Module):
         mixed_view_ce: ablation switch; also train the warm-up's second view with
             CE on the source labels (the "augmentation without distillation"
             baseline, with ``kd_weight=0``).
+        online_scales: scales of the online labeller's fused prediction (the paper's
+            pseudo-labels: full and half resolution).
 
     Example:
         >>> import segmentation_models_pytorch as smp
@@ -161,6 +189,7 @@ class Adapter(nn.Module):
         teacher_train_mode: bool = False,
         cross_domain_mix: bool = True,
         mixed_view_ce: bool = False,
+        online_scales: Sequence[float] = (1.0, 0.5),
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -202,6 +231,12 @@ class Adapter(nn.Module):
         else:
             self.selector = selector
         self.monitor = ClassShareMonitor(num_classes, ignore_index=ignore_index)
+        if not online_scales:
+            raise ValueError("`online_scales` must name at least one scale, got an empty sequence")
+        for scale in online_scales:
+            check_number(scale, "online_scales", low=0, low_open=True)
+        self.online_scales = tuple(float(x) for x in online_scales)
+        self.labeller: nn.Module | None = None
         self.step = 0
 
     # ------------------------------------------------------------- helpers
@@ -283,13 +318,39 @@ class Adapter(nn.Module):
         """Restart the teacher from the student, ramp included (the paper does this per stage)."""
         self.teacher.restart(self.student, ramp=ramp)
 
-    def _enter_self_training(self) -> None:
+    def _enter_self_training(self, online: bool) -> None:
         """The first self-training step of a stage restarts the teacher from the student with the
-        paper's true average, and takes the centroid pass's class shares as the collapse reference."""
+        paper's true average, and takes the centroid pass's class shares as the collapse reference.
+        In online mode the stage's first step also freezes a copy of the student as the labeller."""
         if self.stage != "self_training":
             self.reset_teacher(ramp=1.0)
             self.monitor.set_reference(counts=self.centroids.pixel_counts)
+            self.labeller = None
             self.stage = "self_training"
+        if online and self.labeller is None:
+            self._make_labeller(self.teacher.model)
+
+    def _make_labeller(self, source: nn.Module) -> None:
+        labeller = copy.deepcopy(unwrap_model(source)).eval()
+        for p in labeller.parameters():
+            p.requires_grad_(False)
+        self.labeller = labeller
+
+    @torch.no_grad()
+    def online_pseudo_labels(self, target_images: Tensor) -> Tensor:
+        """Online mode's pseudo-labels: the labeller's multi-scale argmax, ``(B, H, W)``.
+
+        The labeller is a frozen copy of the model the self-training stage started
+        from (the warm-up student), made at the stage's first online step: the very
+        labels offline mode would have cached, made batch by batch instead. A labeller
+        that followed the student (its own teacher) confirms its own mistakes: on the
+        built-in shifts that collapsed within a hundred steps (docs/guide.md).
+        """
+        if self.labeller is None:
+            raise ValueError("no labeller yet: online pseudo-labels are made inside self_training_step")
+        from diga.inference import predict_logits
+
+        return class_argmax(predict_logits(self.labeller, target_images, self.online_scales))
 
     # ------------------------------------------------------------ warm-up
     def warmup_step(
@@ -413,7 +474,7 @@ class Adapter(nn.Module):
                         f"`{name}` must be (B, H, W) = {(target_images.shape[0], *size)}, "
                         f"got {tuple(lbl.shape)}"
                     )
-        self._enter_self_training()
+        self._enter_self_training(online=target_pseudo_labels is None)
         with value_checks(False):  # the inputs are checked; what the step builds from them is not re-read
             return self._self_training(
                 source_images, source_labels, target_images, target_pseudo_labels, target_labels, generator
@@ -423,7 +484,6 @@ class Adapter(nn.Module):
         self, source_images: Tensor, source_labels: Tensor, target_images: Tensor,
         target_pseudo_labels: Tensor | None, target_labels: Tensor | None, generator: torch.Generator | None,
     ) -> StepOutput:
-        size = target_images.shape[-2:]
         b = source_images.shape[0]
 
         translated = self._translate(source_images, target_images)
@@ -437,7 +497,7 @@ class Adapter(nn.Module):
         with torch.no_grad():
             watch = self.monitor.update(class_argmax(tt_logits))
             if target_pseudo_labels is None:
-                target_pseudo_labels = class_argmax(resize_logits(tt_logits, size))
+                target_pseudo_labels = self.online_pseudo_labels(target_images)
             selected = self.selector(
                 target_pseudo_labels, features=tt_feats, logits=tt_logits
             )
@@ -577,6 +637,21 @@ class Adapter(nn.Module):
         return predict_logits(net, images, scales)
 
     # -------------------------------------------------------------- state
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; a state saved with an online labeller brings one along."""
+        has_labeller = any(k.startswith("labeller.") for k in state_dict)
+        if has_labeller and self.labeller is None:
+            self._make_labeller(self.student)  # the architecture; the weights come from the state
+        elif not has_labeller:
+            self.labeller = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def train(self, mode: bool = True) -> Adapter:
+        super().train(mode)
+        if self.labeller is not None:
+            self.labeller.eval()
+        return self
+
     def get_extra_state(self) -> dict:
         return {"step": self.step, "stage": self.stage}
 

@@ -56,7 +56,7 @@ class DemoConfig:
     eval_every: int = 100
     lr: float = 1e-3
     fourier_beta: float = 0.02
-    teacher_momentum: float = 0.99
+    teacher_momentum: float = 0.999
     centroid_momentum: float = 1e-3
     threshold: float = 0.9
     scales: tuple[float, ...] = (1.0, 0.5)
@@ -91,13 +91,16 @@ class ShiftExperiment:
         dist: where to run.
     """
 
-    def __init__(self, cfg: DemoConfig, seed: int, dist: DistInfo) -> None:
-        self.cfg, self.seed, self.dist = cfg, seed, dist
-        self.work = Path(cfg.work_dir) / f"seed{seed}"
+    def __init__(self, cfg: DemoConfig, seed: int, dist: DistInfo, shift: str = "appearance") -> None:
+        self.cfg, self.seed, self.dist, self.shift = cfg, seed, dist, shift
+        self.work = Path(cfg.work_dir) / (f"seed{seed}" if shift == "appearance" else f"{shift}/seed{seed}")
         # Every item is read several times; drawing it takes longer than a small model's step on it.
-        self.source = CachedDataset(SyntheticShift("source", size=cfg.size, length=cfg.source_items, seed=seed))
-        self.target = CachedDataset(SyntheticShift("target", size=cfg.size, length=cfg.target_items, seed=seed))
-        self.val = CachedDataset(SyntheticShift("target", size=cfg.size, length=cfg.val_items, seed=10_000 + seed))
+        def data(domain: str, length: int, data_seed: int) -> CachedDataset:
+            return CachedDataset(SyntheticShift(domain, shift=shift, size=cfg.size, length=length, seed=data_seed))
+
+        self.source = data("source", cfg.source_items, seed)
+        self.target = data("target", cfg.target_items, seed)
+        self.val = data("target", cfg.val_items, 10_000 + seed)
         self.num_classes = self.source.num_classes
         self.optim = OptimConfig(optimizer="adamw", lr=cfg.lr, head_lr_mult=1.0, weight_decay=1e-4, power=0.9)
 
@@ -117,12 +120,14 @@ class ShiftExperiment:
                         batch_size=16)
 
     def train(self, adapter: Adapter, stage: str, name: str, steps: int, target=None,
-              offset: int = 0) -> dict[str, Any]:
+              offset: int = 0, source=None) -> dict[str, Any]:
         """Train one stage; returns final target ``miou``/``iou``, the mIoU ``history`` and the log's
-        averages of the self-training statistics."""
+        averages of the self-training statistics. ``source`` replaces the labelled set (the oracle
+        trains on the labelled target)."""
         cfg = self.cfg
         res = train_stage(
-            adapter, stage=stage, name=name, steps=steps, source=self.source, target=target,
+            adapter, stage=stage, name=name, steps=steps, source=self.source if source is None else source,
+            target=target,
             batch_size=cfg.batch_size, optim=self.optim, work_dir=self.work, seed=self.seed, dist=self.dist,
             eval_fn=self.evaluate, eval_every=cfg.eval_every,
             log_every=max(1, cfg.eval_every // 4) if cfg.eval_every else 10,
@@ -133,11 +138,15 @@ class ShiftExperiment:
         out = {"miou": final["miou"], "iou": final["iou"],
                "history": [(offset + r["step"], r["miou"]) for r in res["history"]]}
         records = [r for r in JsonlLogger.read(self.work / "log.jsonl") if r.get("stage") == name]
-        for key in ("kept", "precision_before", "precision_after"):
+        for key in ("kept", "precision_before", "precision_after", "collapse"):
             values = [r[key] for r in records if key in r]
             if values:
                 out[key] = sum(values) / len(values)
         return out
+
+    def oracle(self) -> dict[str, Any]:
+        """The same model and budget trained on the labelled target (the target training set's labels)."""
+        return self.train(self.adapter(), "source_only", "oracle", self.cfg.source_steps, source=self.target)
 
     def state(self, name: str) -> dict:
         """The adapter state a stage ended with."""
@@ -150,15 +159,15 @@ class ShiftExperiment:
                                show_progress=self.cfg.show_progress)
         return CachedDataset(PseudoLabelled(self.target, directory))
 
-    def self_training(self, name: str, warm_state: dict, pseudo: CachedDataset,
+    def self_training(self, name: str, warm_state: dict, pseudo: CachedDataset | None,
                       **adapter_kwargs: Any) -> tuple[Adapter, dict[str, Any]]:
-        """Self-training from a warm-up state: centroids from the target, teacher restarted."""
+        """Self-training from a warm-up state: centroids from the target (the teacher restarts at the
+        first step). ``pseudo=None`` is online mode: the target's labels are read for monitoring only."""
         adapter = self.adapter(**adapter_kwargs)
         adapter.load_state_dict(warm_state)
         adapter.init_centroids(torch.utils.data.DataLoader(self.target, batch_size=32))
-        adapter.reset_teacher()
-        result = self.train(adapter, "self_training", name, self.cfg.st_steps, target=pseudo,
-                            offset=self.cfg.source_steps)
+        result = self.train(adapter, "self_training", name, self.cfg.st_steps,
+                            target=self.target if pseudo is None else pseudo, offset=self.cfg.source_steps)
         return adapter, result
 
 

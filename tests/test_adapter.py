@@ -134,12 +134,29 @@ class TestSelfTraining:
         out.loss.backward()
         assert adapter.student.model.encoder.conv1.weight.grad.abs().sum() > 0
 
-    def test_online_mode_uses_teacher_argmax(self, adapter):
+    def test_online_mode_labels_with_the_stage_start_model(self, adapter):
+        """Online pseudo-labels: multi-scale argmax of a frozen copy of the student the stage began with."""
+        from diga.inference import predict_logits
+
         src, lbl, tgt, _ = batch()
         adapter.init_centroids([tgt])
-        t_logits, _ = adapter.teacher(tgt)
+        start = copy.deepcopy(adapter.student)
+        expected = predict_logits(start, tgt, (1.0, 0.5)).argmax(1)
+        opt = torch.optim.SGD(adapter.student.parameters(), lr=0.5)
         out = adapter.self_training_step(src, lbl, tgt, None, generator=torch.Generator().manual_seed(0))
-        assert torch.equal(out.images["pseudo"], resize_logits(t_logits, (32, 48)).argmax(1))
+        assert torch.equal(out.images["pseudo"], expected)
+        out.loss.backward()
+        opt.step()
+        adapter.update_teacher()
+        out = adapter.self_training_step(src, lbl, tgt, None, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out.images["pseudo"], expected)  # the labeller does not follow the student
+        assert not any(p.requires_grad for p in adapter.labeller.parameters())
+        # Saved and restored with the adapter, so a resumed run labels as the uninterrupted one.
+        other = Adapter(tiny_net(1), num_classes=C)
+        other.load_state_dict(adapter.state_dict())
+        assert torch.equal(other.online_pseudo_labels(tgt), expected)
+        other.load_state_dict(Adapter(tiny_net(), num_classes=C).state_dict())
+        assert other.labeller is None
 
     def test_threshold_selector(self):
         ad = Adapter(tiny_net(), num_classes=C, selector=ConfidenceThresholdSelector(0.0))

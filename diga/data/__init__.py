@@ -20,7 +20,7 @@ from diga.data.folder import SegmentationFolder
 from diga.data.gta5 import GTA5
 from diga.data.io import IMAGE_SUFFIXES, load_image, load_label, save_label
 from diga.data.pseudo import PseudoLabelled, item_name
-from diga.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
+from diga.data.synthetic import SHIFT_KINDS, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
 from diga.data.synthia import Synthia
 from diga.data.transforms import (
     PairedCompose,
@@ -38,6 +38,7 @@ __all__ = [
     "CITYSCAPES_PALETTE",
     "GTA5",
     "IMAGE_SUFFIXES",
+    "SHIFT_KINDS",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_PALETTE",
     "SYNTHIA13_CLASSES",

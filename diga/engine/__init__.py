@@ -21,6 +21,8 @@ from diga.engine.log import JsonlLogger, progress, scalars
 from diga.engine.plots import colorize, image_grid, line_plot, save_png
 from diga.engine.sampling import StepSampler, VirtualIndex, infinite_loader
 from diga.engine.stages import (
+    CollapseError,
+    CollapseWarning,
     OptimConfig,
     as_batch,
     autocast_context,
@@ -33,6 +35,8 @@ from diga.engine.stages import (
 from diga.engine.translator_training import TranslatorConfig, train_translator
 
 __all__ = [
+    "CollapseError",
+    "CollapseWarning",
     "DistInfo",
     "JsonlLogger",
     "OptimConfig",

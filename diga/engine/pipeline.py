@@ -98,7 +98,8 @@ def build_adapter(model: nn.Module, recipe: Recipe, *, translator=None, dist: Di
         model, recipe.num_classes, translator=translator,
         augment=_augment(recipe.warmup), st_augment=_augment(recipe.self_training),
         kd_weight=recipe.warmup.kd_weight, st_kd_weight=recipe.self_training.kd_weight,
-        teacher_momentum=recipe.teacher_momentum, centroid_momentum=recipe.centroid_momentum,
+        teacher_momentum=recipe.teacher_momentum, teacher_ramp=recipe.teacher_ramp,
+        teacher_buffers=recipe.teacher_buffers, centroid_momentum=recipe.centroid_momentum,
         **adapter_kwargs,
     )
     if dist is not None:
@@ -154,6 +155,7 @@ def run_pipeline(
     show_progress: bool = True,
     config: dict[str, Any] | None = None,
     adapter_kwargs: dict[str, Any] | None = None,
+    stop_on_collapse: bool = False,
 ) -> dict[str, Any]:
     """Warm-up, then ``recipe.rounds`` x (pseudo-labels, centroids, self-training), then evaluation.
 
@@ -165,6 +167,10 @@ def run_pipeline(
     (the student, rebuildable by :func:`diga.inference.load_model` /
     ``diga predict``), ``results.json`` (per-class IoU and mIoU, config,
     versions, device, seed) and ``miou.png`` (mIoU after each stage).
+
+    ``stop_on_collapse`` stops a self-training stage at the first logged step whose
+    collapse watch fired (:class:`~diga.engine.CollapseError`); otherwise a warning is
+    issued and the log records it.
 
     Returns:
         The results dictionary written to ``results.json``.
@@ -240,9 +246,9 @@ def run_pipeline(
         if resume and final.exists():
             adapter.load_state_dict(load_checkpoint(final, map_location=dist.device)["adapter"])
         else:
-            adapter.reset_teacher()
-            train_stage(
+            train_stage(  # its first step restarts the teacher from the student (Adapter docstring)
                 adapter, stage="self_training", name=name, steps=recipe.self_training.steps,
+                stop_on_collapse=stop_on_collapse,
                 source=_composition(lambda s: data.source(s, recipe.self_training), recipe.self_training),
                 target=_composition(
                     lambda s, d=pseudo_dir: data.target(s, recipe.self_training, d), recipe.self_training

@@ -55,6 +55,8 @@ class Recipe:
     rounds: int = 2
     optim: OptimConfig = field(default_factory=OptimConfig)
     teacher_momentum: float = 0.999
+    teacher_ramp: float = 1.0  # the paper's true average (the Adapter's default is 0.1: see its docstring)
+    teacher_buffers: str = "ema"
     centroid_momentum: float = 1e-4
     fourier_beta: float = 0.01
     scales: tuple[float, ...] = (1.0, 0.5)

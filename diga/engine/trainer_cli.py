@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from diga._checks import check_number
 from diga.engine.data_specs import benchmark_data
 from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
 from diga.engine.pipeline import DataSpec, run_pipeline
@@ -95,6 +96,11 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
                    "of target batch-norm statistics (default: off; paper script: on)")
     r.add_argument("--teacher-train-mode", action="store_true",
                    help="keep the teacher in train mode as the paper's script (default: off)")
+    r.add_argument("--teacher-ramp", type=float, default=None,
+                   help="warm-up teacher's averaging window as a fraction of the steps so far (default: the "
+                   "preset's, the paper's true average 1.0; 0.1 for runs of a few thousand steps or less)")
+    r.add_argument("--stop-on-collapse", action="store_true",
+                   help="stop self-training when the collapse watch fires (default: warn and log it)")
     return parser
 
 
@@ -145,6 +151,9 @@ def resolve_recipe(args: argparse.Namespace, benchmark: str) -> Recipe:
         recipe = replace(recipe, rounds=args.rounds)
     if args.lr is not None:
         recipe = replace(recipe, optim=replace(recipe.optim, lr=args.lr))
+    if args.teacher_ramp is not None:
+        check_number(args.teacher_ramp, "--teacher-ramp", low=0, low_open=True)
+        recipe = replace(recipe, teacher_ramp=args.teacher_ramp)
     return replace(recipe, fourier_beta=args.fourier_beta, eval_every=args.eval_every)
 
 
@@ -221,7 +230,7 @@ def run_trainer(
         return run_pipeline(
             recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
             seed=args.seed, amp=args.amp, num_workers=_workers(args.num_workers), resume=args.resume,
-            show_progress=not args.no_progress, config=config,
+            show_progress=not args.no_progress, config=config, stop_on_collapse=args.stop_on_collapse,
             adapter_kwargs={"target_bn_leak": args.target_bn_leak,
                             "teacher_train_mode": args.teacher_train_mode},
         )
