@@ -29,7 +29,8 @@ from diga.engine.stages import OptimConfig, evaluate, generate_pseudo_labels, st
 from diga.models import create_model
 from diga.selectors import ConfidenceThresholdSelector
 
-__all__ = ["EXPECTATIONS", "DemoConfig", "ShiftExperiment", "check_expectations", "main", "run_demo"]
+__all__ = ["EXPECTATIONS", "DemoConfig", "LoopConfig", "ShiftExperiment", "adapter_loop", "check_expectations", "main",
+           "run_demo"]
 
 
 @dataclass
@@ -339,3 +340,89 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"pictures: {Path(cfg.work_dir) / f'seed{cfg.seeds[0]}' / 'demo.png'}; "
           f"mIoU over steps: {Path(cfg.work_dir) / 'miou.png'}")
     return results
+
+
+@dataclass
+class LoopConfig:
+    """The :class:`~diga.Adapter` docstring's loop, as a new user writes it (issue 12's settings by default).
+
+    ``SyntheticShift`` items of ``size`` (``items`` source with seed 0, ``items`` target with seed 1,
+    ``val_items`` labelled target with seed 2), ``smp.Unet("resnet18", encoder_weights=None,
+    decoder_channels=decoder_channels)`` seeded with ``seed``, ``Adapter(model, C,
+    translator=FourierTranslator())`` with every other argument left at its default,
+    ``AdamW(student.parameters(), lr)``, batch ``batch_size``; ``warmup_steps`` warm-up steps, one
+    centroid pass over the target images, ``st_steps`` online self-training steps.
+    """
+
+    shift: str = "appearance"
+    seed: int = 0
+    size: tuple[int, int] = (64, 64)
+    items: int = 256
+    val_items: int = 64
+    batch_size: int = 8
+    warmup_steps: int = 300
+    st_steps: int = 300
+    lr: float = 1e-3
+    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
+    eval_every: int = 100
+
+
+def adapter_loop(cfg: LoopConfig) -> dict[str, Any]:
+    """Run :class:`LoopConfig`'s loop; target mIoU of the student after warm-up and during self-training.
+
+    Returns:
+        ``{"warmup": mIoU, "self_training": final mIoU, "history": [(stage, step, mIoU)],
+        "collapse": times the collapse watch fired, "kept": mean kept fraction}``.
+    """
+    import segmentation_models_pytorch as smp
+
+    from diga.metrics import ConfusionMatrix
+
+    def data(domain: str, length: int, seed: int) -> CachedDataset:
+        return CachedDataset(SyntheticShift(domain, shift=cfg.shift, size=cfg.size, length=length, seed=seed))
+
+    source, target, val = data("source", cfg.items, 0), data("target", cfg.items, 1), data("target", cfg.val_items, 2)
+    num_classes = source.num_classes
+    g = torch.Generator().manual_seed(cfg.seed + 100)
+
+    def draw(dataset: CachedDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [dataset[i] for i in torch.randint(0, len(dataset), (cfg.batch_size,), generator=g).tolist()]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+    def miou(adapter: Adapter) -> float:
+        cm = ConfusionMatrix(num_classes)
+        for images, labels in torch.utils.data.DataLoader(val, batch_size=32):
+            cm.update(class_argmax(adapter.predict(images, scales=(1.0,))), labels)
+        return float(cm.compute()["miou"])
+
+    torch.manual_seed(cfg.seed)
+    model = smp.Unet("resnet18", encoder_weights=None, classes=num_classes,
+                     decoder_channels=tuple(cfg.decoder_channels), encoder_depth=len(cfg.decoder_channels))
+    adapter = Adapter(model, num_classes, translator=FourierTranslator())
+    opt = torch.optim.AdamW(adapter.student.parameters(), cfg.lr)
+    history: list[tuple[str, int, float]] = []
+    adapter.train()
+    for step in range(1, cfg.warmup_steps + 1):
+        (src, lbl), (tgt, _) = draw(source), draw(target)
+        adapter.warmup_step(src, lbl, tgt, generator=g).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        adapter.update_teacher()
+        if step % cfg.eval_every == 0 or step == cfg.warmup_steps:
+            history.append(("warmup", step, miou(adapter)))
+    warm = history[-1][2]
+    adapter.init_centroids(torch.utils.data.DataLoader(target, batch_size=32))
+    collapses, kept = 0, []
+    for step in range(1, cfg.st_steps + 1):
+        (src, lbl), (tgt, tgt_lbl) = draw(source), draw(target)
+        out = adapter.self_training_step(src, lbl, tgt, target_labels=tgt_lbl, generator=g)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        adapter.update_teacher()
+        collapses += int(float(out.parts["collapse"]) > 0)
+        kept.append(float(out.parts["kept"]))
+        if step % cfg.eval_every == 0 or step == cfg.st_steps:
+            history.append(("self_training", step, miou(adapter)))
+    return {"warmup": warm, "self_training": history[-1][2], "history": history, "collapse": collapses,
+            "kept": sum(kept) / max(len(kept), 1)}
