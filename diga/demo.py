@@ -35,14 +35,12 @@ __all__ = ["EXPECTATIONS", "DemoConfig", "LoopConfig", "ShiftExperiment", "adapt
 
 @dataclass
 class DemoConfig:
-    """Settings of the demo (defaults: one seed took 6 minutes on a 2-core AMD EPYC, 2026-11-29).
+    """Settings of the demo (the built-in appearance shift at 48 x 64, a small U-Net from scratch).
 
-    The schedule is short, so the EMA momenta are scaled to it: the teacher's
-    ceiling is 0.99 (the paper's 0.999 would average over more steps than the
-    run has) and the centroids move with 1e-3 (the paper's 1e-4 over 80k steps).
-    Items are 48 x 64 and drawn once (:class:`~diga.data.CachedDataset`): at
-    64 x 96 with 600 / 400 steps one seed scored higher (source-only 26.7,
-    warm-up 36.3, self-training 45.6) but took 26 CPU-minutes.
+    The teacher uses the library's defaults (its averaging window grows with the run,
+    docs/guide.md); the centroids move with 1e-3 (the paper's 1e-4 is for 80k steps).
+    Items are drawn once (:class:`~diga.data.CachedDataset`). Timings and scores are in
+    README.md and docs/benchmarks.md.
     """
 
     work_dir: str = "runs/demo"
