@@ -67,7 +67,7 @@ def test_trainer_runs_every_stage(data, tmp_path, name, classes):
     assert len(names) == 4 and names[0].startswith("aachen/")
     for stage in ("warmup", "self_training_1", "self_training_2"):
         assert (work / "checkpoints" / f"{stage}_final.pt").exists()
-    model, meta = load_model(work / "model.pt")
+    model, meta = load_model(work / "model.safetensors")
     assert len(meta["classes"]) == classes and meta["extra"]["stage"] == "self_training_2"
     records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in records} >= {"warmup", "self_training_1", "self_training_2"}
