@@ -8,7 +8,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-__all__ = ["PseudoLabelled", "item_name"]
+__all__ = ["PseudoLabelled", "item_name", "label_file_fits"]
 
 
 def item_name(item: Any, index: int) -> str:
@@ -21,6 +21,31 @@ def item_name(item: Any, index: int) -> str:
     if isinstance(item, dict) and "name" in item:
         return str(item["name"])
     return f"{index:06d}"
+
+
+def label_file_fits(path: str | os.PathLike, size: tuple[int, int]) -> bool:
+    """Whether ``path`` is a label map that decodes whole at ``size`` ``(H, W)``: a cached
+    pseudo-label to keep (a missing, truncated or foreign file is not).
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> from diga.data.io import save_label
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.png"
+        >>> _ = save_label(path, torch.zeros(4, 6, dtype=torch.uint8))
+        >>> label_file_fits(path, (4, 6)), label_file_fits(path, (4, 7))
+        (True, False)
+        >>> _ = path.write_bytes(path.read_bytes()[:40])  # cut short
+        >>> label_file_fits(path, (4, 6))
+        False
+    """
+    from diga.data.io import load_label
+
+    if not Path(path).is_file():
+        return False
+    try:
+        return tuple(load_label(path).shape[-2:]) == tuple(size)
+    except ValueError:
+        return False
 
 
 class PseudoLabelled(Dataset):
