@@ -103,18 +103,27 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Flag values from a YAML (when PyYAML is installed) or JSON file; keys may use - or _."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
+        raise FileNotFoundError(f"--config file not found: {path}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--config {path} is not a text file (JSON or YAML expected): {err}") from err
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError as err:
             raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or use JSON") from err
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}") from err
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--config {path} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of flag names to values")
+        raise ValueError(f"--config {path} must hold a mapping of flag names to values, got {type(data).__name__}")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
