@@ -35,6 +35,12 @@ def _add_adapt(sub) -> None:
                     "trainers, on any two folders (or the named datasets). Writes <work-dir>/model.safetensors "
                     "for `diga predict` (weights and metadata, no code: safe to share). One run per work dir "
                     "at a time; a killed run continues with --resume.",
+        epilog="Files in --work-dir: model.safetensors (safe to share: raw tensors and JSON, nothing runs when "
+               "read); results.json, config.json, log.jsonl, miou.png, images/ (results, resolved flags, log, "
+               "plots); pseudo_round<r>/ (pseudo-label PNGs); checkpoints/*.pt (what --resume continues from, "
+               "read as plain data only: weights_only); .diga.lock (held while the run lives). Every file is "
+               "written to a temp name and renamed, so a killed run leaves each whole: rerun the same command "
+               "with --resume and it ends as an uninterrupted run would.",
     )
     d = p.add_argument_group("data (folders)")
     d.add_argument("--source-images", help="folder of source images (nested folders are fine)")
@@ -402,6 +408,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diga", description="DiGA domain adaptation for semantic segmentation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 done; 2 a user error (one line naming the flag or file, what was seen and what\n"
+               "was expected); 1 a run that had to stop (a NaN loss, a full disk: the last checkpoint is\n"
+               "intact, continue with --resume); 130 interrupted. --debug shows the traceback instead.",
     )
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback instead "
                         "of one line (also accepted after the command)")

@@ -22,18 +22,9 @@ from PIL import Image
 from diga.cli import main
 from diga.data.shift_files import write_shift_folders
 from diga.inference import export_model
+from tests.pickles import RunsCode
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _RunsCode:
-    """Unpickling this calls ``os.system``: the file the issue was measured with."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +50,7 @@ def fx(tmp_path_factory):
     save_file({"w": torch.zeros(2)}, str(bad / "noconfig.safetensors"),
               metadata={"diga": json.dumps({"format": "diga-model/2", "classes": classes})})
     marker = root / "pwned"
-    torch.save({"format": "diga-model/1", "config": _RunsCode(marker)}, bad / "malicious.pt")
+    torch.save({"format": "diga-model/1", "config": RunsCode(marker)}, bad / "malicious.pt")
     # Images: not an image, corrupt PNG, truncated PNG and JPEG.
     png = sorted((shift / "val" / "images").iterdir())[0]
     for name, content in (("text.png", b"hello, not a picture"),
@@ -226,7 +217,7 @@ def test_the_console_script_prints_no_traceback_and_runs_nothing(fx):
 def test_the_malicious_file_does_run_code_under_plain_pickle(tmp_path):
     """The file the cases use really runs code when unpickled without the guard (so they can fail)."""
     marker = tmp_path / "pwned"
-    torch.save({"format": "diga-model/1", "config": _RunsCode(marker)}, tmp_path / "malicious.pt")
+    torch.save({"format": "diga-model/1", "config": RunsCode(marker)}, tmp_path / "malicious.pt")
     payload = torch.load(tmp_path / "malicious.pt", weights_only=False)
     assert marker.exists() and payload["config"] == 0  # os.system's exit status, as in the issue's KeyError
 

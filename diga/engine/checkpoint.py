@@ -63,6 +63,9 @@ def _atomic(path: str | os.PathLike, write) -> Path:
 class WriteError(OSError):
     """A file could not be written (full disk, no permission); the file as it was is kept."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it over ``path``."""

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from diga.data import load_label
 from diga.data.shift_files import write_shift_folders
 from diga.engine.checkpoint import load_checkpoint
+from tests.test_cli import adapt_args
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "engine" / "_kill_worker.py"
@@ -46,12 +47,7 @@ def shift(tmp_path_factory):
 
 
 def adapt(shift: Path, work: Path, *extra: str) -> list[str]:
-    return ["adapt", "--source-images", str(shift / "source" / "images"),
-            "--source-labels", str(shift / "source" / "labels"), "--target-images", str(shift / "target" / "images"),
-            "--target-val-images", str(shift / "val" / "images"), "--target-val-labels", str(shift / "val" / "labels"),
-            "--num-classes", "8", "--work-dir", str(work), "--preset", "tiny", "--crop-size", "48", "64",
-            "--model", "unet", "--encoder", "resnet18", "--device", "cpu", "--num-workers", "0", "--no-progress",
-            "--warmup-steps", "3", "--self-training-steps", "3", *extra]
+    return adapt_args(shift, work, "--warmup-steps", "3", "--self-training-steps", "3", *extra)
 
 
 def ckpt(work: Path, name: str) -> Path:
