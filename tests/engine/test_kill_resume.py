@@ -1,6 +1,7 @@
 """SIGKILL at every stage, ``--resume``: the same final weights, pseudo-labels and results as an uninterrupted run.
 
-One ``diga adapt`` run is killed at six points in turn (each resume runs until
+One ``diga adapt`` run is killed at six points in turn (the warm-up first: this test replaces the
+warm-up-only kill test the reference trainers had; each resume runs until
 the next point), then resumed to the end; the translator trainer likewise.
 Every run is a subprocess with one thread, so CPU results are bit for bit.
 The kills come from ``tests/engine/_kill_worker.py`` (the process SIGKILLs
