@@ -24,8 +24,12 @@ def item_name(item: Any, index: int) -> str:
 
 
 def label_file_fits(path: str | os.PathLike, size: tuple[int, int]) -> bool:
-    """Whether ``path`` is a label map that decodes whole at ``size`` ``(H, W)``: a cached
-    pseudo-label to keep (a missing, truncated or foreign file is not).
+    """Whether ``path`` is a whole PNG label map of ``size`` ``(H, W)``: a cached pseudo-label to keep.
+
+    Reads 33 bytes at the start and 12 at the end, not the pixels: a PNG
+    signature, an ``IHDR`` of the right size, and the closing ``IEND`` chunk (a
+    file cut short, by a kill during a copy or a full disk, lacks it). A
+    missing, truncated, foreign or other-size file is not kept.
 
     Example:
         >>> import tempfile, pathlib, torch
@@ -34,18 +38,25 @@ def label_file_fits(path: str | os.PathLike, size: tuple[int, int]) -> bool:
         >>> _ = save_label(path, torch.zeros(4, 6, dtype=torch.uint8))
         >>> label_file_fits(path, (4, 6)), label_file_fits(path, (4, 7))
         (True, False)
-        >>> _ = path.write_bytes(path.read_bytes()[:40])  # cut short
+        >>> _ = path.write_bytes(path.read_bytes()[:-20])  # cut short
         >>> label_file_fits(path, (4, 6))
         False
     """
-    from diga.data.io import load_label
-
-    if not Path(path).is_file():
-        return False
+    path = Path(path)
     try:
-        return tuple(load_label(path).shape[-2:]) == tuple(size)
-    except ValueError:
+        with open(path, "rb") as f:
+            head = f.read(33)
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 45:
+                return False
+            f.seek(-12, os.SEEK_END)
+            tail = f.read(12)
+    except OSError:
         return False
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return False
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return (height, width) == tuple(size) and tail == b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 class PseudoLabelled(Dataset):
