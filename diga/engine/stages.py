@@ -385,10 +385,11 @@ def generate_pseudo_labels(
     Streams one image at a time (host memory does not grow with the set; the
     paper's script holds a float64 array of the whole set). Each rank writes
     the items ``i`` with ``i % world_size == rank``; files are written atomically
-    as ``<out_dir>/<name>.png`` (uint8 train ids); existing files that decode
-    whole at the image's size are kept, so a killed run resumes (a truncated or
-    foreign file is written again). Items are ``(image, ...)`` tuples or dicts with
-    ``"image"`` (and ``"name"``, else the index names the file).
+    as ``<out_dir>/<name>.png`` (uint8 train ids); existing files that are whole
+    PNGs of the image's size are kept, so a killed run resumes (a truncated or
+    foreign file is written again: :func:`~diga.data.pseudo.label_file_fits`).
+    Items are ``(image, ...)`` tuples or dicts with ``"image"`` (and ``"name"``,
+    else the index names the file).
 
     Returns:
         The number of files this rank wrote.
