@@ -355,7 +355,9 @@ def _run_export(args: argparse.Namespace) -> dict[str, Any]:
 
     model, meta = load_model(args.model, allow_pickle=args.allow_pickle)
     out = Path(args.out)
-    _writable_dir(out.parent if str(out.parent) else ".", "--out")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; expected the .safetensors file to write")
+    _writable_dir(out.parent, "--out")
     export_model(model, out, classes=meta["classes"], palette=meta["palette"], ignore_index=meta["ignore_index"],
                  extra=meta["extra"])
     print(f"wrote {out}")

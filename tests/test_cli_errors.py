@@ -137,6 +137,8 @@ CASES = [
     ("malicious .pt, evaluate", lambda fx: evaluate(fx, fx[B] / "malicious.pt"), r"malicious.pt"),
     ("malicious .pt, export", lambda fx: ["export", str(fx[B] / "malicious.pt"), "--out", str(fx["root"] / "x"),
                                           "--allow-pickle"], r"malicious.pt: it asks to run posix.system"),
+    ("export onto a folder", lambda fx: ["export", str(fx["model"]), "--out", str(fx[B] / "empty_dir")],
+     r"--out .*empty_dir is a folder; expected the .safetensors file"),
     # Images.
     ("image path missing", lambda fx: predict(fx, fx["model"], fx["root"] / "nowhere"), r"not found: .*nowhere"),
     ("image is not an image", lambda fx: predict(fx, fx["model"], fx[B] / "text"), r"text.png.*not an image"),
