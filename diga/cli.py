@@ -2,9 +2,13 @@
 
     diga adapt --source-images S/img --source-labels S/lbl --target-images T/img \\
         --target-val-images V/img --target-val-labels V/lbl --num-classes 8 --work-dir runs/mine
-    diga predict runs/mine/model.pt photos/ --out predictions/ --overlay
-    diga evaluate runs/mine/model.pt --images V/img --labels V/lbl
+    diga predict runs/mine/model.safetensors photos/ --out predictions/ --overlay
+    diga evaluate runs/mine/model.safetensors --images V/img --labels V/lbl
     diga demo
+
+A user error (a missing or bad file, a bad flag value) ends with one line on
+stderr and exit status 2; a run that had to stop (a diverging loss, a full
+disk) with one line and status 1. ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -28,8 +32,15 @@ def _add_adapt(sub) -> None:
     p = sub.add_parser(
         "adapt", help="adapt a model from a labelled source to an unlabelled target (the full DiGA pipeline)",
         description="Warm-up, pseudo-labels, centroids, self-training rounds and evaluation, as the reference "
-                    "trainers, on any two folders (or the named datasets). Writes <work-dir>/model.pt for "
-                    "`diga predict`.",
+                    "trainers, on any two folders (or the named datasets). Writes <work-dir>/model.safetensors "
+                    "for `diga predict` (weights and metadata, no code: safe to share). One run per work dir "
+                    "at a time; a killed run continues with --resume.",
+        epilog="Files in --work-dir: model.safetensors (safe to share: raw tensors and JSON, nothing runs when "
+               "read); results.json, config.json, log.jsonl, miou.png, images/ (results, resolved flags, log, "
+               "plots); pseudo_round<r>/ (pseudo-label PNGs); checkpoints/*.pt (what --resume continues from, "
+               "read as plain data only: weights_only); .diga.lock (held while the run lives). Every file is "
+               "written to a temp name and renamed, so a killed run leaves each whole: rerun the same command "
+               "with --resume and it ends as an uninterrupted run would.",
     )
     d = p.add_argument_group("data (folders)")
     d.add_argument("--source-images", help="folder of source images (nested folders are fine)")
@@ -60,6 +71,35 @@ def _class_names(spec: str | None, num_classes: int) -> list[str]:
     if len(names) != num_classes:
         raise SystemExit(f"--classes must name {num_classes} classes (--num-classes), got {len(names)}: {names}")
     return names
+
+
+def _check_folders(args: argparse.Namespace, recipe, names: Sequence[str]) -> None:
+    """Read every folder's file list now (pairing, empty folders) and check the crop fits the images."""
+    from PIL import Image
+
+    from diga.data import SegmentationFolder
+
+    kinds = [("--source-images", args.source_images, args.source_labels, args.source_label_map),
+             ("--target-images", args.target_images, None, None)]
+    if args.target_val_images is not None:
+        kinds.append(("--target-val-images", args.target_val_images, args.target_val_labels, args.target_label_map))
+    crop = tuple(recipe.crop_size)
+    for flag, images, labels, label_map in kinds:
+        folder = SegmentationFolder(images, labels, label_map=label_map, classes=names)
+        if flag == "--target-val-images":
+            continue
+        for sample in folder.samples:
+            try:
+                with Image.open(sample.image) as img:
+                    w, h = img.size
+            except (OSError, ValueError) as err:
+                raise ValueError(f"cannot read image file {str(sample.image)!r}: corrupt or not an image "
+                                 f"({err})") from err
+            if h < crop[0] or w < crop[1]:
+                raise ValueError(
+                    f"--crop-size {crop[0]} {crop[1]} is larger than {flag} image {str(sample.image)!r} "
+                    f"({h} x {w}); expected a crop no larger than every training image"
+                )
 
 
 def _folder_data(args: argparse.Namespace, recipe):
@@ -128,6 +168,8 @@ def _run_adapt(args: argparse.Namespace) -> dict[str, Any]:
             recipe = replace(recipe, crop_size=tuple(args.crop_size))
         return recipe
 
+    names = _class_names(args.classes, args.num_classes)
+    _check_folders(args, adjust(trainer_cli.resolve_recipe(args, "gta5")), names)
     return trainer_cli.run_trainer(args, benchmark="gta5", make_data=make_data, adjust_recipe=adjust)
 
 
@@ -136,7 +178,7 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="label images with a trained model (label PNGs, optional overlays)",
                        description="Writes <out>/<relative path>.png (class ids, palette PNG) for every image "
                                    "given or found under the folders given.")
-    p.add_argument("checkpoint", help="a model file written by training (<work-dir>/model.pt)")
+    p.add_argument("model", help="a model file written by training (<work-dir>/model.safetensors) or diga export")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5],
@@ -147,7 +189,29 @@ def _add_predict(sub) -> None:
                    "(default: %(default)s)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_allow_pickle(p)
     p.set_defaults(func=_run_predict)
+
+
+def _add_allow_pickle(p) -> None:
+    p.add_argument("--allow-pickle", action="store_true", help="also read a diga 0.1 .pt model file: that "
+                   "reads a pickle, so only for a file you trust (torch's weights-only unpickler, which refuses "
+                   "function calls); better convert it once with `diga export`")
+
+
+def _writable_dir(path: str | Path, flag: str) -> Path:
+    """Create ``path`` and check a file can be made in it, or a ValueError naming ``flag``."""
+    import tempfile
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag} {path} is not writable: {err.strerror or err}; expected a folder diga can "
+                         "create files in") from err
+    return path
 
 
 def _gather_images(paths: Sequence[str]) -> list[tuple[Path, Path]]:
@@ -180,10 +244,10 @@ def _run_predict(args: argparse.Namespace) -> dict[str, Any]:
     from diga.inference import load_model, predict_logits
 
     device = resolve_device(args.device)
-    model, meta = load_model(args.checkpoint, device=device)
+    model, meta = load_model(args.model, device=device, allow_pickle=args.allow_pickle)
     palette = meta.get("palette")
     files = _gather_images(args.images)
-    out = Path(args.out)
+    out = _writable_dir(args.out, "--out")
     by_size: dict[tuple[int, ...], list] = {}
     for f, rel in files:
         image = load_image(f)
@@ -212,7 +276,7 @@ def _run_predict(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="per-class IoU and mIoU of a trained model on labelled images")
-    p.add_argument("checkpoint", help="a model file written by training (<work-dir>/model.pt)")
+    p.add_argument("model", help="a model file written by training (<work-dir>/model.safetensors) or diga export")
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--labels", required=True, help="folder of label PNGs matched by file stem")
     p.add_argument("--label-map", help="JSON/YAML file mapping raw label values to class ids")
@@ -221,6 +285,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--json", help="also write the result as JSON to this file")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_allow_pickle(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -252,7 +317,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from diga.metrics import ConfusionMatrix
 
     device = resolve_device(args.device)
-    model, meta = load_model(args.checkpoint, device=device)
+    model, meta = load_model(args.model, device=device, allow_pickle=args.allow_pickle)
     classes = meta.get("classes")
     num_classes = int(meta["config"]["num_classes"])
     classes = classes or [f"class{i}" for i in range(num_classes)]
@@ -265,11 +330,38 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     out = cm.compute()
     iou = out["iou"].tolist()
     result = {"miou": float(out["miou"]), "iou": dict(zip(classes, iou, strict=True)),
-              "images": len(data), "checkpoint": str(args.checkpoint)}
+              "images": len(data), "model": str(args.model)}
     print(format_iou_table(classes, iou, result["miou"]))
     if args.json:
         atomic_write_json(args.json, result)
     return result
+
+
+# --------------------------------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="rewrite a model file as .safetensors (converts diga 0.1 .pt files)",
+                       description="Reads a model file and writes it again as safetensors with its metadata "
+                                   "(architecture, classes, palette, normalisation): the format `diga predict` "
+                                   "reads by default, and safe to share. A diga 0.1 .pt model file needs "
+                                   "--allow-pickle, since reading it unpickles it: only for files you trust.")
+    p.add_argument("model", help="a model file: .safetensors, or a diga 0.1 model.pt with --allow-pickle")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    _add_allow_pickle(p)
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> dict[str, Any]:
+    from diga.inference import export_model, load_model
+
+    model, meta = load_model(args.model, allow_pickle=args.allow_pickle)
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; expected the .safetensors file to write")
+    _writable_dir(out.parent, "--out")
+    export_model(model, out, classes=meta["classes"], palette=meta["palette"], ignore_index=meta["ignore_index"],
+                 extra=meta["extra"])
+    print(f"wrote {out}")
+    return {"out": str(out)}
 
 
 # ----------------------------------------------------------------------------------- demo, data
@@ -318,11 +410,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diga", description="DiGA domain adaptation for semantic segmentation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 done; 2 a user error (one line naming the flag or file, what was seen and what\n"
+               "was expected); 1 a run that had to stop (a NaN loss, a full disk: the last checkpoint is\n"
+               "intact, continue with --resume); 130 interrupted. --debug shows the traceback instead.",
     )
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback instead "
+                        "of one line (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_adapt(sub)
     _add_predict(sub)
     _add_evaluate(sub)
+    _add_export(sub)
     _add_demo(sub)
     _add_make_shift(sub)
     return parser
@@ -369,9 +467,52 @@ def run(argv: Sequence[str] | None = None) -> Any:
     return args.func(args)
 
 
+#: Errors of what the user gave (files, flags): one line, exit status 2.
+_USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (a DataLoader worker's error: its last line, the original one)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if len(lines) > 1 and "Traceback" in lines[1]:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
+    return " ".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The console script: run the command, exit status 0 on success."""
-    run(argv)
+    """The console script: run the command; exit status 0 on success, 2 on a user error (one line on
+    stderr naming the flag or file), 1 when a run had to stop (diverged, disk full), 130 on Ctrl-C.
+    ``--debug`` (anywhere) re-raises instead, with the traceback."""
+    from diga.engine.guards import TrainingDiverged, WorkDirBusy
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        run(argv)
+    except SystemExit as err:
+        if debug or err.code is None or isinstance(err.code, int):
+            raise
+        print(f"diga: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("diga: interrupted (a training run continues with --resume)", file=sys.stderr)
+        return 130
+    except (*_USER_ERRORS, WorkDirBusy) as err:
+        if debug:
+            raise
+        print(f"diga: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (TrainingDiverged, OSError) as err:
+        if debug:
+            raise
+        print(f"diga: stopped: {_one_line(err)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -33,6 +33,7 @@ from diga.data import (
     Synthia,
 )
 from diga.engine import cleanup_distributed, setup_distributed
+from diga.engine.guards import work_dir_lock
 from diga.engine.translator_training import TranslatorConfig, train_translator
 from diga.losses.translator_losses import vgg19_features
 
@@ -112,20 +113,26 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TranslatorConfig.preset(args.preset, **overrides)
     info = setup_distributed(args.device)
     try:
-        source, target = build_datasets(args, cfg)
-        perceptual = vgg19_features(args.perceptual_weights) if args.perceptual_weights else None
-        result = train_translator(
-            source, target, work_dir=args.work_dir, config=cfg, perceptual_net=perceptual, seed=args.seed,
-            dist=info, amp=False if args.amp == "off" else args.amp, num_workers=args.num_workers,
-            log_every=args.log_every, checkpoint_every=args.checkpoint_every, image_every=args.image_every,
-            resume=args.resume, show_progress=not args.no_progress,
-            run_config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        )
+        with work_dir_lock(args.work_dir, enabled=info.is_main):  # one run per work dir
+            result = _train(args, cfg, info)
         if info.is_main:
             print(f"translator written to {result['final']}")
     finally:
         cleanup_distributed()
     return 0
+
+
+def _train(args: argparse.Namespace, cfg: TranslatorConfig, info) -> dict:
+    """Datasets, the optional perceptual network, and the training run (under the work dir's lock)."""
+    source, target = build_datasets(args, cfg)
+    perceptual = vgg19_features(args.perceptual_weights) if args.perceptual_weights else None
+    return train_translator(
+        source, target, work_dir=args.work_dir, config=cfg, perceptual_net=perceptual, seed=args.seed,
+        dist=info, amp=False if args.amp == "off" else args.amp, num_workers=args.num_workers,
+        log_every=args.log_every, checkpoint_every=args.checkpoint_every, image_every=args.image_every,
+        resume=args.resume, show_progress=not args.no_progress,
+        run_config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    )
 
 
 if __name__ == "__main__":

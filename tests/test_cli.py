@@ -38,12 +38,12 @@ def test_round_trip_adapt_predict_evaluate(shift, tmp_path):
     results = run(adapt_args(shift, work))
     assert results["final"]["stage"] == "self_training_2"
     assert set(results["final"]["iou_by_class"]) == set((shift / "classes.txt").read_text().split())
-    assert (work / "model.pt").exists() and (work / "config.json").exists()
+    assert (work / "model.safetensors").exists() and (work / "config.json").exists()
 
     # Predict in another process: the model file carries everything it needs.
     out = tmp_path / "pred"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "diga", "predict", str(work / "model.pt"),
+    proc = subprocess.run([sys.executable, "-m", "diga", "predict", str(work / "model.safetensors"),
                            str(shift / "val" / "images"), "--out", str(out), "--overlay", "--no-progress",
                            "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,7 +54,7 @@ def test_round_trip_adapt_predict_evaluate(shift, tmp_path):
                                                                  "000002_overlay.png"]
 
     report = tmp_path / "eval.json"
-    result = run(["evaluate", str(work / "model.pt"), "--images", str(shift / "val" / "images"),
+    result = run(["evaluate", str(work / "model.safetensors"), "--images", str(shift / "val" / "images"),
                   "--labels", str(shift / "val" / "labels"), "--json", str(report), "--no-progress",
                   "--device", "cpu"])
     assert json.loads(report.read_text())["miou"] == pytest.approx(result["miou"])
@@ -70,7 +70,7 @@ def test_predict_single_files_and_config_file(shift, tmp_path):
     assert list(results["stages"]) == ["warmup", "self_training_1"]
     assert json.loads((work / "config.json").read_text())["args"]["rounds"] == 1
     image = shift / "val" / "images" / "000001.png"
-    run(["predict", str(work / "model.pt"), str(image), "--out", str(tmp_path / "one"), "--no-progress"])
+    run(["predict", str(work / "model.safetensors"), str(image), "--out", str(tmp_path / "one"), "--no-progress"])
     assert (tmp_path / "one" / "000001.png").exists()
 
 
@@ -93,8 +93,10 @@ def test_predict_rejects_non_model_files(tmp_path):
 
     bogus = tmp_path / "bogus.pt"
     torch.save({"weights": 1}, bogus)
-    with pytest.raises(ValueError, match="not a diga model file"):
+    with pytest.raises(ValueError, match="refused to load model file .*bogus.pt.*pickle"):
         run(["predict", str(bogus), str(tmp_path), "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="not a diga model file"):
+        run(["predict", str(bogus), str(tmp_path), "--out", str(tmp_path / "o"), "--allow-pickle"])
 
 
 def test_bad_config_key(shift, tmp_path):

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-__all__ = ["PseudoLabelled", "item_name"]
+__all__ = ["PseudoLabelled", "item_name", "label_file_fits"]
 
 
 def item_name(item: Any, index: int) -> str:
@@ -21,6 +21,42 @@ def item_name(item: Any, index: int) -> str:
     if isinstance(item, dict) and "name" in item:
         return str(item["name"])
     return f"{index:06d}"
+
+
+def label_file_fits(path: str | os.PathLike, size: tuple[int, int]) -> bool:
+    """Whether ``path`` is a whole PNG label map of ``size`` ``(H, W)``: a cached pseudo-label to keep.
+
+    Reads 33 bytes at the start and 12 at the end, not the pixels: a PNG
+    signature, an ``IHDR`` of the right size, and the closing ``IEND`` chunk (a
+    file cut short, by a kill during a copy or a full disk, lacks it). A
+    missing, truncated, foreign or other-size file is not kept.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> from diga.data.io import save_label
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.png"
+        >>> _ = save_label(path, torch.zeros(4, 6, dtype=torch.uint8))
+        >>> label_file_fits(path, (4, 6)), label_file_fits(path, (4, 7))
+        (True, False)
+        >>> _ = path.write_bytes(path.read_bytes()[:-20])  # cut short
+        >>> label_file_fits(path, (4, 6))
+        False
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 45:
+                return False
+            f.seek(-12, os.SEEK_END)
+            tail = f.read(12)
+    except OSError:
+        return False
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return False
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return (height, width) == tuple(size) and tail == b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 class PseudoLabelled(Dataset):

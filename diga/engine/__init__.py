@@ -1,6 +1,7 @@
-"""What every trainer shares: stages, checkpoints and resume, distributed set-up, logging, plots."""
+"""What every trainer shares: stages, checkpoints and resume, run guards, distributed set-up, logging, plots."""
 
 from diga.engine.checkpoint import (
+    WriteError,
     atomic_save,
     atomic_write_json,
     atomic_write_text,
@@ -17,6 +18,7 @@ from diga.engine.distributed import (
     unused_parameters,
     wrap_ddp,
 )
+from diga.engine.guards import DivergenceGuard, TrainingDiverged, WorkDirBusy, work_dir_lock
 from diga.engine.log import JsonlLogger, progress, scalars
 from diga.engine.plots import colorize, image_grid, line_plot, save_png
 from diga.engine.sampling import StepSampler, VirtualIndex, infinite_loader
@@ -38,11 +40,15 @@ __all__ = [
     "CollapseError",
     "CollapseWarning",
     "DistInfo",
+    "DivergenceGuard",
     "JsonlLogger",
     "OptimConfig",
     "StepSampler",
+    "TrainingDiverged",
     "TranslatorConfig",
     "VirtualIndex",
+    "WorkDirBusy",
+    "WriteError",
     "as_batch",
     "atomic_save",
     "atomic_write_json",
@@ -69,5 +75,6 @@ __all__ = [
     "train_stage",
     "train_translator",
     "unused_parameters",
+    "work_dir_lock",
     "wrap_ddp",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 import torch
 
 __all__ = [
+    "SAFE_TYPES",
+    "WriteError",
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -29,21 +33,38 @@ def _file_mode() -> int:
 
 
 def _atomic(path: str | os.PathLike, write) -> Path:
+    """Write through ``write(file)`` to a temp file beside ``path``, then rename it over ``path``.
+
+    Raises:
+        OSError: the write failed (a full disk, no permission); the message names ``path``
+            and says the file as it was (if any) is intact. The temp file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            kept = "the previous file is intact" if path.is_file() else "nothing was written"
+            raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err} ({kept})") from err
         raise
     return path
+
+
+class WriteError(OSError):
+    """A file could not be written (full disk, no permission); the file as it was is kept."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -83,15 +104,48 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint written by :func:`atomic_save`, with errors that name the file."""
+# Types beyond tensors and plain containers that diga's own checkpoints hold (files of
+# earlier versions stored ``torch.__version__``, a str subclass, in their config).
+SAFE_TYPES: tuple[type, ...] = (torch.torch_version.TorchVersion,)
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint written by :func:`atomic_save` as plain data: nothing in the file runs.
+
+    ``torch.load(..., weights_only=True)``: tensors, numbers, strings, lists,
+    tuples and dicts (and :data:`SAFE_TYPES`) only; a file that asks to build
+    any other object (a pickle that would call a function) is refused.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is empty, truncated, not a torch checkpoint, or holds
+            objects other than plain data (the message names the file and the object).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): expected a file written by torch.save")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(list(SAFE_TYPES)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        match = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if match is None:
+            raise ValueError(f"cannot read checkpoint {path}: {_first_line(err)}") from err
+        raise ValueError(
+            f"refused to load checkpoint {path}: it asks to run {match.group(1)} when unpickled, and diga "
+            "loads checkpoints as plain data only (tensors, numbers, strings, lists, dicts)"
+        ) from err
     except Exception as err:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+        raise ValueError(f"cannot read checkpoint {path}: truncated or not a torch checkpoint "
+                         f"({_first_line(err)})") from err
+
+
+def _first_line(err: BaseException, limit: int = 100) -> str:
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    text = f"{type(err).__name__}: {text}" if isinstance(err, KeyError) else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def get_rng_state() -> dict:

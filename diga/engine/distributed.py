@@ -48,7 +48,8 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("`device` 'cuda' was asked for, but torch.cuda.is_available() is False")
+            raise ValueError("`device` 'cuda' was asked for, but this machine has no usable CUDA device "
+                             "(torch.cuda.is_available() is False); expected 'cpu' or 'auto' here")
         return torch.device("cuda", local_rank)
     try:
         return torch.device(device)

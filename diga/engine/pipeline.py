@@ -24,7 +24,10 @@ from diga.engine.stages import evaluate, generate_pseudo_labels, stage_checkpoin
 from diga.inference import export_model
 from diga.teacher import unwrap_model
 
-__all__ = ["DataSpec", "build_adapter", "device_name", "run_pipeline", "versions"]
+#: The model file a run leaves in its work dir (safetensors: weights and metadata, no code).
+MODEL_FILE = "model.safetensors"
+
+__all__ = ["MODEL_FILE", "DataSpec", "build_adapter", "device_name", "run_pipeline", "versions"]
 
 
 @dataclass
@@ -62,7 +65,7 @@ def versions() -> dict[str, str]:
 
     import diga
 
-    out = {"diga": diga.__version__, "torch": torch.__version__, "smp": smp.__version__,
+    out = {"diga": diga.__version__, "torch": str(torch.__version__), "smp": smp.__version__,
            "timm": timm.__version__, "python": platform.python_version()}
     try:
         import kornia
@@ -163,8 +166,8 @@ def run_pipeline(
     ``pseudo_round<r>/``, ``checkpoints/centroids_round<r>.pt``,
     ``checkpoints/self_training_<r>_final.pt``): a restarted run skips finished
     stages and resumes the one that was interrupted from its last checkpoint.
-    Rank 0 writes ``config.json`` first, then after each stage ``model.pt``
-    (the student, rebuildable by :func:`diga.inference.load_model` /
+    Rank 0 writes ``config.json`` first, then after each stage ``model.safetensors``
+    (the student, safe to share, rebuildable by :func:`diga.inference.load_model` /
     ``diga predict``), ``results.json`` (per-class IoU and mIoU, config,
     versions, device, seed) and ``miou.png`` (mIoU after each stage).
 
@@ -197,10 +200,10 @@ def run_pipeline(
     )
 
     def export(name: str) -> None:
-        """``model.pt`` (what ``diga predict`` loads) of the latest stage, when the model allows it."""
+        """``model.safetensors`` (what ``diga predict`` loads) of the latest stage, when the model allows it."""
         if not dist.is_main or getattr(unwrap_model(adapter.student).model, "diga_config", None) is None:
             return
-        export_model(adapter, work_dir / "model.pt", classes=data.classes, palette=data.palette,
+        export_model(adapter, work_dir / MODEL_FILE, classes=data.classes, palette=data.palette,
                      ignore_index=adapter.ignore_index, extra={"stage": name, "recipe": recipe.name})
 
     def record(name: str) -> None:

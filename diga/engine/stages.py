@@ -21,6 +21,7 @@ from diga._ops import class_argmax
 from diga.adapter import Adapter, StepOutput
 from diga.engine.checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
 from diga.engine.distributed import DistInfo, step_generator
+from diga.engine.guards import DivergenceGuard, TrainingDiverged
 from diga.engine.log import JsonlLogger, progress, scalars
 from diga.engine.plots import colorize, image_grid, save_png
 from diga.engine.sampling import infinite_loader
@@ -50,8 +51,9 @@ class CollapseWarning(UserWarning):
     """Self-training looks collapsed: a class the warm-up predicted often has all but vanished."""
 
 
-class CollapseError(RuntimeError):
-    """Raised by :func:`train_stage` with ``stop_on_collapse=True`` when it sees a collapse."""
+class CollapseError(TrainingDiverged):
+    """Raised by :func:`train_stage` with ``stop_on_collapse=True`` when it sees a collapse (``diga``
+    ends such a run with its one-line message and exit status 1, as a diverged loss)."""
 
 
 def collapse_message(stage: str, step: int, values: Mapping[str, float]) -> str:
@@ -343,6 +345,7 @@ def train_stage(
     else:
         set_rng_state(ckpt["rng"][dist.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
     adapter.train()
+    guard = DivergenceGuard(name, scaler=scaler)
     bar = progress(total=steps, desc=name, enabled=show_progress and dist.is_main, initial=start)
     step = start
     warned = False
@@ -356,6 +359,7 @@ def train_stage(
         with autocast:
             out = run_step(adapter, stage, src, tgt, gen)
         optimizer_step(out.loss, optimizer, scheduler, scaler)
+        guard.check(step + 1, out.loss)  # a NaN loss stops the stage before a checkpoint holds it
         adapter.update_teacher()
         bar.update(1)
 
@@ -419,15 +423,17 @@ def generate_pseudo_labels(
     Streams one image at a time (host memory does not grow with the set; the
     paper's script holds a float64 array of the whole set). Each rank writes
     the items ``i`` with ``i % world_size == rank``; files are written atomically
-    as ``<out_dir>/<name>.png`` (uint8 train ids); existing files are kept, so a
-    killed run resumes. Items are ``(image, ...)`` tuples or dicts with
-    ``"image"`` (and ``"name"``, else the index names the file).
+    as ``<out_dir>/<name>.png`` (uint8 train ids); existing files that are whole
+    PNGs of the image's size are kept, so a killed run resumes (a truncated or
+    foreign file is written again: :func:`~diga.data.pseudo.label_file_fits`).
+    Items are ``(image, ...)`` tuples or dicts with ``"image"`` (and ``"name"``,
+    else the index names the file).
 
     Returns:
         The number of files this rank wrote.
     """
     from diga.data.io import save_label
-    from diga.data.pseudo import item_name
+    from diga.data.pseudo import item_name, label_file_fits
 
     dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
     out_dir = Path(out_dir)
@@ -439,10 +445,10 @@ def generate_pseudo_labels(
         item = dataset[i]
         name = item_name(item, i)
         path = out_dir / f"{name}.png"
-        if path.exists():
+        image = as_batch(item)["image"].unsqueeze(0).to(dist.device)
+        if label_file_fits(path, image.shape[-2:]):
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        image = as_batch(item)["image"].unsqueeze(0).to(dist.device)
         with autocast:
             logits = adapter.predict(image, scales)
         save_label(path, class_argmax(logits)[0].to(torch.uint8).cpu(), palette=palette)

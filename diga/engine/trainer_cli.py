@@ -15,6 +15,7 @@ import torch
 from diga._checks import check_number
 from diga.engine.data_specs import benchmark_data
 from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
+from diga.engine.guards import work_dir_lock
 from diga.engine.pipeline import DataSpec, run_pipeline
 from diga.engine.recipes import Recipe, get_recipe
 
@@ -108,32 +109,80 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Flag values from a YAML (when PyYAML is installed) or JSON file; keys may use - or _."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
+        raise FileNotFoundError(f"--config file not found: {path}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--config {path} is not a text file (JSON or YAML expected): {err}") from err
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError as err:
             raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or use JSON") from err
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}") from err
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--config {path} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of flag names to values")
+        raise ValueError(f"--config {path} must hold a mapping of flag names to values, got {type(data).__name__}")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
 def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Fill flags the command line left at their default from the ``--config`` file (flags win)."""
     values = load_config_file(args.config)
-    defaults = {a.dest: a.default for a in parser._actions}
-    unknown = sorted(set(values) - set(defaults) - {"help"})
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "func")}
+    defaults = {dest: a.default for dest, a in actions.items()}
+    unknown = sorted(set(values) - set(defaults))
     if unknown:
-        raise ValueError(f"{args.config}: unknown keys {unknown}; valid keys are the flag names")
+        raise ValueError(f"--config {args.config}: unknown keys {unknown}; valid keys are the flag names "
+                         "(with - or _), such as 'warmup_steps'")
     for key, value in values.items():
+        value = _config_value(actions[key], value, args.config)
         if getattr(args, key) == defaults.get(key):
             setattr(args, key, value)
     return args
+
+
+def _config_value(action: argparse.Action, value: Any, origin: str) -> Any:
+    """A config file's value for ``action``, converted as the command line would, or a ValueError."""
+    where = f"--config {origin}: key {action.dest!r}"
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    items = value if many and isinstance(value, (list, tuple)) else [value]
+    if many and not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where} must be a list, got {value!r}")
+    if isinstance(action.nargs, int) and len(items) != action.nargs:
+        raise ValueError(f"{where} must be a list of {action.nargs} values, got {value!r}")
+    out = []
+    for item in items:
+        bad = (not isinstance(item, str)) if action.type is None else (
+            isinstance(item, bool) or not isinstance(item, (str, int, float))
+            or (action.type is int and isinstance(item, float)))
+        try:
+            item = item if bad or action.type is None else action.type(item)
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
+            raise ValueError(f"{where} must be {_type_name(action)}, got {item!r}")
+        if action.choices is not None and item not in action.choices:
+            raise ValueError(f"{where} must be one of {list(action.choices)}, got {item!r}")
+        out.append(item)
+    return out if many else out[0]
+
+
+def _type_name(action: argparse.Action) -> str:
+    return {int: "an integer", float: "a number"}.get(action.type, "a string")
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -211,31 +260,38 @@ def run_trainer(
     if adjust_recipe is not None:
         recipe = adjust_recipe(recipe)
     dist = setup_distributed(args.device)
+    work_dir = Path(args.work_dir)
     try:
-        work_dir = Path(args.work_dir)
-        _check_work_dir(work_dir, args.resume, dist)
-        torch.manual_seed(args.seed)
-        if dist.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        model = build_model(args, recipe.num_classes)
-        if args.sync_bn and dist.world_size > 1:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if args.channels_last and dist.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        translator = build_translator(args.translator, args.fourier_beta)
-        if isinstance(translator, torch.nn.Module):
-            translator = translator.to(dist.device).eval()
-        data = make_data(args, recipe)
-        config = {"benchmark": benchmark, "args": {k: v for k, v in vars(args).items() if not callable(v)}}
-        return run_pipeline(
-            recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
-            seed=args.seed, amp=args.amp, num_workers=_workers(args.num_workers), resume=args.resume,
-            show_progress=not args.no_progress, config=config, stop_on_collapse=args.stop_on_collapse,
-            adapter_kwargs={"target_bn_leak": args.target_bn_leak,
-                            "teacher_train_mode": args.teacher_train_mode},
-        )
+        with work_dir_lock(work_dir, enabled=dist.is_main):
+            return _run_locked(args, benchmark, make_data, recipe, dist, work_dir)
     finally:
         cleanup_distributed()
+
+
+def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, recipe: Recipe, dist: DistInfo,
+                work_dir: Path) -> dict[str, Any]:
+    """What :func:`run_trainer` does while it holds the work dir's lock."""
+    _check_work_dir(work_dir, args.resume, dist)
+    torch.manual_seed(args.seed)
+    if dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = build_model(args, recipe.num_classes)
+    if args.sync_bn and dist.world_size > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if args.channels_last and dist.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    translator = build_translator(args.translator, args.fourier_beta)
+    if isinstance(translator, torch.nn.Module):
+        translator = translator.to(dist.device).eval()
+    data = make_data(args, recipe)
+    config = {"benchmark": benchmark, "args": {k: v for k, v in vars(args).items() if not callable(v)}}
+    return run_pipeline(
+        recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
+        seed=args.seed, amp=args.amp, num_workers=_workers(args.num_workers), resume=args.resume,
+        show_progress=not args.no_progress, config=config, stop_on_collapse=args.stop_on_collapse,
+        adapter_kwargs={"target_bn_leak": args.target_bn_leak,
+                        "teacher_train_mode": args.teacher_train_mode},
+    )
 
 
 def _workers(requested: int | None) -> int:

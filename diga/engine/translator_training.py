@@ -42,6 +42,7 @@ from diga.engine.checkpoint import (
     set_rng_state,
 )
 from diga.engine.distributed import DistInfo, resolve_device
+from diga.engine.guards import DivergenceGuard
 from diga.engine.log import JsonlLogger, progress, scalars
 from diga.engine.plots import image_grid, save_png
 from diga.engine.sampling import infinite_loader
@@ -405,7 +406,7 @@ def train_translator(
         import diga
 
         atomic_write_json(work_dir / "translator_config.json",
-                          {**summary, "versions": {"diga": diga.__version__, "torch": torch.__version__}})
+                          {**summary, "versions": {"diga": diga.__version__, "torch": str(torch.__version__)}})
     # Records carry the number of steps done: those up to `start` predate the checkpoint and stay.
     logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=STAGE,
                          resume_step=start + 1 if start > 0 else None, tensorboard=work_dir / "tensorboard")
@@ -442,6 +443,7 @@ def train_translator(
     need_label = cfg.edge_weight > 0
     generators.train()
     critics.train()
+    guard = DivergenceGuard(STAGE, scaler=scaler)
     bar = progress(total=steps, desc=STAGE, enabled=show_progress and dist.is_main, initial=start)
     for step in range(start, steps):
         if stop_after is not None and step - start >= stop_after:
@@ -487,6 +489,7 @@ def train_translator(
         backward_step(loss_g, opt_g)
         if scaler is not None:
             scaler.update()
+        guard.check(step + 1, loss_g.detach() + loss_d.detach())
         sched_g.step()
         sched_d.step()
         bar.update(1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diga.engine import atomic_save, atomic_write_json, get_rng_state, load_checkpoint, set_rng_state
+from tests.pickles import RunsCode
 
 
 def test_atomic_save_round_trip(tmp_path):
@@ -65,3 +66,38 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(umask)
     for name in ("c.pt", "r.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+
+@pytest.mark.parametrize("kind", ["resume", "translator", "centroids"])
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, kind):
+    """Resume checkpoints, translator files and centroid files all load as plain data only."""
+    from diga.models.translator import LearnedTranslator
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"{kind}.pt"
+    torch.save({"step": 2, "generator_config": RunsCode(marker), "adapter": {}}, path)
+    with pytest.raises(ValueError, match=rf"refused to load checkpoint .*{kind}.pt: it asks to run posix.system"):
+        if kind == "translator":
+            LearnedTranslator.from_checkpoint(path)
+        else:
+            load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_empty_and_truncated_checkpoints(tmp_path):
+    good = tmp_path / "good.pt"
+    atomic_save({"w": torch.zeros(100)}, good)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"empty.pt is empty \(0 bytes\)"):
+        load_checkpoint(tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*cut.pt: truncated or not a torch checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_checkpoints_of_earlier_versions_still_load(tmp_path):
+    """diga 0.1 stored ``torch.__version__`` (a ``TorchVersion``) in run configs: allow-listed."""
+    path = tmp_path / "old.pt"
+    torch.save({"config": {"versions": {"torch": torch.__version__}}}, path)
+    assert load_checkpoint(path)["config"]["versions"]["torch"] == str(torch.__version__)

@@ -55,6 +55,12 @@ def test_stop_on_collapse_raises_and_keeps_the_last_checkpoint(tmp_path):
     assert records and records[-1]["collapse"] == 1.0 and records[-1]["share_ratio_min"] == 0.0
 
 
+def test_collapse_is_a_run_stop_for_the_command_line():
+    from diga.engine.guards import TrainingDiverged
+
+    assert issubclass(CollapseError, TrainingDiverged)  # diga's main() prints it in one line, exit 1
+
+
 def test_collapse_warns_once_and_is_logged(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

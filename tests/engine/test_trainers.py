@@ -5,16 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from diga.engine.checkpoint import load_checkpoint
 from diga.inference import load_model
 from tests.data.replicas import make_cityscapes, make_gta5, make_synthia
 
@@ -67,7 +63,7 @@ def test_trainer_runs_every_stage(data, tmp_path, name, classes):
     assert len(names) == 4 and names[0].startswith("aachen/")
     for stage in ("warmup", "self_training_1", "self_training_2"):
         assert (work / "checkpoints" / f"{stage}_final.pt").exists()
-    model, meta = load_model(work / "model.pt")
+    model, meta = load_model(work / "model.safetensors")
     assert len(meta["classes"]) == classes and meta["extra"]["stage"] == "self_training_2"
     records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in records} >= {"warmup", "self_training_1", "self_training_2"}
@@ -80,43 +76,6 @@ def test_existing_run_needs_resume(data, tmp_path):
     (work / "checkpoints" / "warmup_last.pt").write_bytes(b"x")
     with pytest.raises(SystemExit, match="--resume"):
         example("gta_to_cityscapes").main(argv("gta_to_cityscapes", data, work))
-
-
-@pytest.fixture
-def one_thread():
-    """The killed run is a subprocess with OMP_NUM_THREADS=1; the in-process runs must sum alike."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def test_kill_and_resume_gives_the_same_final_weights(data, tmp_path, one_thread):
-    """SIGKILL a run mid-warm-up, resume it with --resume: the final weights equal an uninterrupted run's."""
-    args = ["--warmup-steps", "6"]
-    full = tmp_path / "full"
-    example("gta_to_cityscapes").main(argv("gta_to_cityscapes", data, full, *args))
-
-    killed = tmp_path / "killed"
-    cmd = [sys.executable, str(ROOT / "examples" / "gta_to_cityscapes.py"),
-           *argv("gta_to_cityscapes", data, killed, *args)]
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoint = killed / "checkpoints" / "warmup_last.pt"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert checkpoint.exists(), proc.stderr.read().decode()[-3000:]
-    assert not (killed / "checkpoints" / "self_training_2_final.pt").exists()
-
-    example("gta_to_cityscapes").main(argv("gta_to_cityscapes", data, killed, *args, "--resume"))
-    a = load_checkpoint(full / "checkpoints" / "self_training_2_final.pt")["adapter"]
-    b = load_checkpoint(killed / "checkpoints" / "self_training_2_final.pt")["adapter"]
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
 
 
 def test_torchrun_two_processes(data, tmp_path):
