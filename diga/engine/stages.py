@@ -60,7 +60,7 @@ def collapse_message(stage: str, step: int, values: Mapping[str, float]) -> str:
     """The one-line report of a collapse seen in a step's logged values."""
     ratio = values.get("share_ratio_min", float("nan"))
     return (
-        f"{stage} step {step}: self-training looks collapsed: a class the warm-up model predicted on at least 1% "
+        f"{stage} step {step}: self-training looks collapsed: a class the warm-up model predicted on at least 5% "
         f"of the target pixels now gets {ratio:.2f} of that share in the teacher's target predictions "
         "(see 'share_ratio_min' and 'kept/<k>' in log.jsonl). Lower the learning rate, train longer in warm-up, "
         "or use offline pseudo-labels; stop_on_collapse / --stop-on-collapse stops the run here."

@@ -46,7 +46,8 @@ class ClassShareMonitor(nn.Module):
     Args:
         num_classes: ``C``.
         momentum: EMA weight of each update's shares (0.05: about the last 20 batches).
-        min_share: reference share under which a class is not watched (rare classes are noisy).
+        min_share: reference share under which a class is not watched: a small class the warm-up
+            over-predicted may rightly shrink in self-training, and its share is noisy per batch.
         min_ratio: running / reference share under which a watched class counts as vanished.
         ignore_index: label value that is not counted.
 
@@ -66,7 +67,7 @@ class ClassShareMonitor(nn.Module):
         num_classes: int,
         *,
         momentum: float = 0.05,
-        min_share: float = 0.01,
+        min_share: float = 0.05,
         min_ratio: float = 0.25,
         ignore_index: int = 255,
     ) -> None:
