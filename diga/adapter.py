@@ -37,9 +37,10 @@ class StepOutput:
         parts: detached scalar tensors: every loss term, and in self-training the
             kept fraction of pseudo-labels overall (``kept``) and per class
             (``kept/<k>``), the collapse watch (``collapse``: 1.0 when the
-            :class:`~diga.ClassShareMonitor` sees a class of the warm-up's target
-            predictions all but vanish from the teacher's; ``share_ratio_min``: the
-            smallest running / reference share), plus pseudo-label precision before
+            :class:`~diga.ClassShareMonitor` sees the teacher's target predictions
+            narrow to under half the warm-up's effective number of classes,
+            ``class_perplexity_ratio``; ``share_ratio_min``: the smallest running /
+            reference share of a class), plus pseudo-label precision before
             and after selection when target labels were given for monitoring.
             Tensors stay on device: read them (``float(v)``) only when you log.
         images: detached tensors built during the step, for visualisation.
@@ -531,6 +532,7 @@ class Adapter(nn.Module):
         parts["kept"] = stats.kept
         parts["collapse"] = watch.collapsed.float()
         parts["share_ratio_min"] = watch.min_ratio
+        parts["class_perplexity_ratio"] = watch.perplexity_ratio
         for k in range(self.num_classes):
             parts[f"kept/{k}"] = stats.kept_per_class[k]
         if target_labels is not None:

@@ -58,12 +58,12 @@ class CollapseError(TrainingDiverged):
 
 def collapse_message(stage: str, step: int, values: Mapping[str, float]) -> str:
     """The one-line report of a collapse seen in a step's logged values."""
-    ratio = values.get("share_ratio_min", float("nan"))
+    ratio = values.get("class_perplexity_ratio", float("nan"))
     return (
-        f"{stage} step {step}: self-training looks collapsed: a class the warm-up model predicted on at least 5% "
-        f"of the target pixels now gets {ratio:.2f} of that share in the teacher's target predictions "
-        "(see 'share_ratio_min' and 'kept/<k>' in log.jsonl). Lower the learning rate, train longer in warm-up, "
-        "or use offline pseudo-labels; stop_on_collapse / --stop-on-collapse stops the run here."
+        f"{stage} step {step}: self-training looks collapsed: the teacher's target predictions now spread over "
+        f"{ratio:.2f} times as many effective classes as the warm-up model's did (see 'class_perplexity_ratio', "
+        "'share_ratio_min' and 'kept/<k>' in log.jsonl). Lower the learning rate, train longer in warm-up, or use "
+        "offline pseudo-labels; stop_on_collapse / --stop-on-collapse stops the run here."
     )
 
 

@@ -50,10 +50,25 @@ class TestClassShareMonitor:
         for _ in range(30):
             ok = monitor.update(balanced[:, torch.randperm(8)])
         assert not bool(ok.collapsed) and float(ok.min_ratio) == pytest.approx(1.0)
+        assert float(ok.perplexity_ratio) == pytest.approx(1.0)
         one_class = torch.zeros(1, 8, 8, dtype=torch.long)
-        flagged = [bool(monitor.update(one_class).collapsed) for _ in range(40)]
-        # The running share of classes 1-3 decays by 0.95 per update: under 1/4 after 28 updates.
-        assert not any(flagged[:26]) and all(flagged[28:])
+        flagged, expected = [], []
+        running = torch.full((4,), 0.25, dtype=torch.float64)
+        for _ in range(60):
+            flagged.append(bool(monitor.update(one_class).collapsed))
+            running = 0.95 * running + 0.05 * torch.tensor([1.0, 0, 0, 0], dtype=torch.float64)
+            perplexity = torch.exp(-(running * running.log()).sum())
+            expected.append(bool(perplexity < 0.5 * 4))  # the effective class count against the reference's 4
+        assert flagged == expected and not flagged[0] and flagged[-1]
+
+    def test_one_class_shrinking_is_not_a_collapse(self):
+        """Self-training may rightly correct an over-predicted class: the others take its share."""
+        monitor = ClassShareMonitor(4, momentum=1.0)
+        ref = torch.tensor([[[0, 0, 0, 0, 1, 1, 2, 3]]])  # class 0 over-predicted
+        monitor.set_reference(ref)
+        stats = monitor.update(torch.tensor([[[0, 1, 1, 1, 2, 2, 3, 3]]]))
+        assert float(stats.ratio[0]) == pytest.approx(0.25) and not bool(stats.collapsed)
+        assert float(stats.perplexity_ratio) > 1.0
 
     def test_rare_reference_classes_are_not_watched(self):
         monitor = ClassShareMonitor(3, min_share=0.1)
@@ -62,11 +77,11 @@ class TestClassShareMonitor:
         ref[0, 1:, :] = 1
         monitor.set_reference(ref)
         stats = monitor.update(torch.where(ref == 2, 0, ref))  # class 2 vanishes
-        assert torch.isnan(stats.ratio[2]) and not bool(stats.collapsed)
+        assert torch.isnan(stats.ratio[2]) and not torch.isnan(stats.ratio[1]) and not bool(stats.collapsed)
 
     def test_no_reference_never_collapses(self):
         stats = ClassShareMonitor(3).update(torch.zeros(1, 4, 4, dtype=torch.long))
-        assert torch.isnan(stats.min_ratio) and not bool(stats.collapsed)
+        assert torch.isnan(stats.min_ratio) and torch.isnan(stats.perplexity_ratio) and not bool(stats.collapsed)
 
     def test_set_reference_restarts_the_running_shares(self):
         monitor = ClassShareMonitor(2, momentum=0.1)
