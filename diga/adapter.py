@@ -214,7 +214,6 @@ class Adapter(nn.Module):
         self.teacher = EMATeacher(self.student, teacher_momentum, ramp=teacher_ramp, buffers=teacher_buffers,
                                   train_mode=teacher_train_mode)
         self.teacher.update(self.student)  # the paper's iteration-0 copy: see the class docstring
-        self.teacher_ramp = float(teacher_ramp)
         self.stage = "warmup"
         self.translator = translator
         self.augment = augment if augment is not None else StrongPhotometric(beta=0.4)
