@@ -1,6 +1,7 @@
 """diga: DiGA (CVPR 2023) domain-adaptive semantic segmentation for any PyTorch model."""
 
 from diga._checks import set_value_checks, value_checks, value_checks_enabled
+from diga._wrap import unwrap_model
 from diga.adapter import Adapter, StepOutput
 from diga.augment import (
     CrossDomainMix,
@@ -43,7 +44,7 @@ from diga.selectors import (
     kept_fractions,
     pseudo_label_confidence,
 )
-from diga.teacher import EMATeacher, unwrap_model
+from diga.teacher import EMATeacher
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from diga._checks import check_images
-from diga.teacher import unwrap_model
+from diga._wrap import unwrap_model
 
 __all__ = ["FeatureSegmenter", "encoder_mean_std", "with_features"]
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diga._checks import check_floating, check_images, check_ndim, check_nonempty, check_number
+from diga._io import atomic_save, load_checkpoint
 
 __all__ = [
     "LearnedTranslator",
@@ -483,8 +484,6 @@ class LearnedTranslator(nn.Module):
 
     def save(self, path: str | os.PathLike, **extra: Any) -> Path:
         """Write the translator atomically (``extra`` entries are stored beside it)."""
-        from diga.engine.checkpoint import atomic_save
-
         return atomic_save(self.checkpoint(**extra), path)
 
     @classmethod
@@ -498,8 +497,6 @@ class LearnedTranslator(nn.Module):
             FileNotFoundError: no such file.
             ValueError: the file is not a translator checkpoint, or its weights do not fit.
         """
-        from diga.engine.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(path, map_location=map_location)
         where = f"checkpoint {str(path)!r}"
         if not isinstance(ckpt, Mapping) or "generator_config" not in ckpt:
