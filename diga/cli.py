@@ -457,13 +457,9 @@ def run(argv: Sequence[str] | None = None) -> Any:
     if argv[:1] == ["cli-docs"]:
         print(cli_markdown(), end="")
         return None
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        from diga.engine.trainer_cli import apply_config
+    from diga.engine.trainer_cli import parse_with_config
 
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        apply_config(args, sub.choices[args.command])
+    args = parse_with_config(make_parser(), argv)
     return args.func(args)
 
 

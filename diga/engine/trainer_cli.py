@@ -21,10 +21,10 @@ from diga.engine.recipes import Recipe, get_recipe
 
 __all__ = [
     "add_trainer_args",
-    "apply_config",
     "benchmark_parser",
     "build_model",
     "build_translator",
+    "config_defaults",
     "load_config_file",
     "parse_with_config",
     "run_benchmark_trainer",
@@ -133,20 +133,20 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Fill flags the command line left at their default from the ``--config`` file (flags win)."""
-    values = load_config_file(args.config)
+def config_defaults(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The ``--config`` file's values for ``parser``'s flags, converted and checked as the command line would.
+
+    Raises:
+        ValueError: a key that is no flag of ``parser`` (the valid ones are named), or a value
+            of the wrong type or out of the flag's choices (the key and value are named).
+    """
+    values = load_config_file(path)
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "func")}
-    defaults = {dest: a.default for dest, a in actions.items()}
-    unknown = sorted(set(values) - set(defaults))
+    unknown = sorted(set(values) - set(actions))
     if unknown:
-        raise ValueError(f"--config {args.config}: unknown keys {unknown}; valid keys are the flag names "
+        raise ValueError(f"--config {path}: unknown keys {unknown}; valid keys are the flag names "
                          "(with - or _), such as 'warmup_steps'")
-    for key, value in values.items():
-        value = _config_value(actions[key], value, args.config)
-        if getattr(args, key) == defaults.get(key):
-            setattr(args, key, value)
-    return args
+    return {key: _config_value(actions[key], value, path) for key, value in values.items()}
 
 
 def _config_value(action: argparse.Action, value: Any, origin: str) -> Any:
@@ -186,10 +186,31 @@ def _type_name(action: argparse.Action) -> str:
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse flags; values from ``--config`` fill in what the command line leaves at its default."""
+    """Parse flags, with a ``--config`` file's values as the flags' defaults: a typed flag always wins.
+
+    The file's values go through ``parser.set_defaults`` (of the chosen sub-command's parser,
+    when ``parser`` has sub-commands) and the command line is parsed again over them, so a
+    flag given on the command line wins even when it equals the flag's own default.
+
+    Example:
+        >>> import json, tempfile, pathlib
+        >>> p = argparse.ArgumentParser()
+        >>> _ = p.add_argument("--config"); _ = p.add_argument("--steps", type=int, default=10)
+        >>> cfg = pathlib.Path(tempfile.mkdtemp()) / "c.json"
+        >>> _ = cfg.write_text(json.dumps({"steps": 5}))
+        >>> parse_with_config(p, ["--config", str(cfg)]).steps
+        5
+        >>> parse_with_config(p, ["--config", str(cfg), "--steps", "10"]).steps  # typed, equal to the default
+        10
+    """
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
-        apply_config(args, parser)
+        target = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                target = action.choices[getattr(args, action.dest)]
+        target.set_defaults(**config_defaults(args.config, target))
+        args = parser.parse_args(argv)
     return args
 
 
