@@ -60,9 +60,11 @@ whole DiGA step over the model passes it must make, the recipes' throughput, and
 the paper's ablation on the built-in domain shift. Run them yourself:
 
 ```bash
-pytest benchmarks/                    # quick mode: small shapes (1 CPU thread), regression guards
+pytest benchmarks/                    # quick mode: small shapes (1 CPU thread), regression guards; results
+                                      # in benchmarks/.results/ (untracked), page there too
 pytest benchmarks/ --full             # the paper's shapes; asserts the targets (or DIGA_BENCH_FULL=1)
 bash benchmarks/cuda_check.sh         # on a GPU: CUDA tests, host-sync audit, every suite in full mode
+pytest benchmarks/ --update-results   # the explicit step: write benchmarks/results/ and this page
 python benchmarks/report.py           # re-render this page from benchmarks/results/*.json
 ```
 
