@@ -5,12 +5,8 @@ from diga._wrap import unwrap_model
 from diga.adapter import Adapter, StepOutput
 from diga.augment import (
     CrossDomainMix,
-    FourierTranslator,
-    IdentityTranslator,
     StrongPhotometric,
-    Translator,
     class_mix_mask,
-    fourier_translate,
     mix_by_mask,
     strong_photometric,
 )
@@ -25,7 +21,6 @@ from diga.metrics import ConfusionMatrix, iou_from_confusion, miou
 from diga.models import (
     DeepLabV2,
     FeatureSegmenter,
-    LearnedTranslator,
     TimmSegmenter,
     create_model,
     list_models,
@@ -45,6 +40,7 @@ from diga.selectors import (
     pseudo_label_confidence,
 )
 from diga.teacher import EMATeacher
+from diga.translation import FourierTranslator, IdentityTranslator, LearnedTranslator, Translator, fourier_translate
 
 __version__ = "0.1.0"
 

@@ -19,11 +19,12 @@ from diga._checks import (
     value_checks,
 )
 from diga._ops import class_argmax
-from diga.augment import CrossDomainMix, StrongPhotometric, Translator, class_mix_mask, mix_by_mask
+from diga.augment import CrossDomainMix, StrongPhotometric, class_mix_mask, mix_by_mask
 from diga.losses import SymmetricKDLoss, resize_logits, segmentation_ce_loss
 from diga.models import FeatureSegmenter, with_features
 from diga.selectors import ClassCentroids, ClassShareMonitor, DynamicPseudoLabelSelector, kept_fractions
 from diga.teacher import EMATeacher, unwrap_model
+from diga.translation import Translator
 
 __all__ = ["Adapter", "StepOutput", "batch_images"]
 

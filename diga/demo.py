@@ -16,7 +16,6 @@ import torch
 
 from diga._ops import class_argmax
 from diga.adapter import Adapter
-from diga.augment import FourierTranslator
 from diga.data.cache import CachedDataset
 from diga.data.pseudo import PseudoLabelled
 from diga.data.synthetic import SyntheticShift
@@ -28,6 +27,7 @@ from diga.engine.plots import colorize, image_grid, line_plot, save_png
 from diga.engine.stages import OptimConfig, evaluate, generate_pseudo_labels, stage_checkpoint, train_stage
 from diga.models import create_model
 from diga.selectors import ConfidenceThresholdSelector
+from diga.translation import FourierTranslator
 
 __all__ = ["EXPECTATIONS", "DemoConfig", "LoopConfig", "ShiftExperiment", "adapter_loop", "check_expectations", "main",
            "run_demo"]

@@ -119,6 +119,19 @@ def test_a_typed_flag_wins_over_the_config_file_even_when_it_equals_its_default(
     assert (args.seed, args.rounds, args.warmup_steps) == (0, 1, 2)
 
 
+def test_translate_trains_a_translator_adapt_can_use_and_shares_the_run_flags(shift, tmp_path):
+    work = tmp_path / "translator"
+    argv = ["translate", "--source", "folder", "--source-root", str(shift / "source"), "--target", "folder",
+            "--target-root", str(shift / "target" / "images"), "--work-dir", str(work), "--preset", "tiny",
+            "--steps", "1", "--crop-size", "32", "48", "--batch-size", "1", "--device", "cpu",
+            "--num-workers", "0", "--image-every", "0", "--no-progress"]
+    result = run(argv)
+    assert Path(result["final"]).is_file() and result["step"] == 1
+    with pytest.raises(SystemExit, match="already holds a run"):
+        run(argv)  # an existing run needs --resume, as in `diga adapt`
+    assert run([*argv, "--resume"])["step"] == 1
+
+
 def test_cli_docs_are_generated_from_the_parsers():
     assert (ROOT / "docs" / "cli.md").read_text() == cli_markdown(), (
         "docs/cli.md is stale: regenerate it with `python -m diga cli-docs > docs/cli.md`"

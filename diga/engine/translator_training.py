@@ -15,7 +15,7 @@ The paper's ``train_domain_translator.py``, step by step:
    poly decay (power 0.9) over 50k steps; two images per domain per step.
 
 Only the source -> target generator is kept (``translator_final.pt``), and
-:meth:`diga.models.translator.LearnedTranslator.from_checkpoint` loads it.
+:meth:`diga.translation.LearnedTranslator.from_checkpoint` loads it.
 """
 
 from __future__ import annotations
@@ -47,14 +47,16 @@ from diga.engine.log import JsonlLogger, progress, scalars
 from diga.engine.plots import image_grid, save_png
 from diga.engine.sampling import infinite_loader
 from diga.engine.stages import as_batch, autocast_context, stage_checkpoint
-from diga.losses.translator_losses import (
+from diga.translation import (
     PAPER_LAYER_WEIGHTS,
+    MultiScaleDiscriminator,
+    TranslatorGenerator,
     lsgan_loss,
     perceptual_loss,
     reconstruction_loss,
     semantic_edge_loss,
+    translator_checkpoint,
 )
-from diga.models.translator import MultiScaleDiscriminator, TranslatorGenerator, translator_checkpoint
 
 __all__ = ["TranslatorConfig", "train_translator"]
 
@@ -314,7 +316,7 @@ def train_translator(
         batch_size: images per domain, per rank and step (None: ``config.batch_size``).
         perceptual_net: frozen feature extractor returning one feature map per
             ``config.perceptual_layer_weights`` entry, fed RGB in ``[0, 1]``
-            (e.g. :func:`~diga.losses.translator_losses.vgg19_features`). None (the
+            (e.g. :func:`~diga.translation.vgg19_features`). None (the
             default) turns the perceptual term off: we never download VGG weights.
         seed: seeds sampling and the initial weights.
         dist: this process's place (None: one process on ``device``).
