@@ -184,7 +184,7 @@ def _one_seed(cfg: DemoConfig, seed: int, dist: DistInfo) -> dict[str, Any]:
     pseudo = exp.pseudo_labels(warm)
     out["pseudo_label_precision"] = _precision(pseudo)
     for name, kwargs in (("self_training", {}),
-                         ("threshold", {"selector": ConfidenceThresholdSelector(cfg.threshold)})):
+                         ("threshold", {"selector": ConfidenceThresholdSelector(threshold=cfg.threshold)})):
         if name not in cfg.variants:
             continue
         st, result = exp.self_training(name, exp.state("warmup"), pseudo, **kwargs)
