@@ -217,7 +217,7 @@ class _CriticPair(nn.Module):
 
 def _ddp(module: nn.Module, dist: DistInfo) -> nn.Module:
     """DDP around ``module`` (no-op in one process). Every parameter is used every step, so unlike
-    :func:`~diga.engine.wrap_ddp` no dry run looks for unused ones."""
+    :func:`~diga.engine.distributed.wrap_ddp` no dry run looks for unused ones."""
     if dist.world_size == 1:
         return module
     from torch.nn.parallel import DistributedDataParallel

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from diga.engine import atomic_save, atomic_write_json, get_rng_state, load_checkpoint, set_rng_state
+from diga.engine.checkpoint import atomic_save, atomic_write_json, get_rng_state, load_checkpoint, set_rng_state
 from tests.pickles import RunsCode
 
 

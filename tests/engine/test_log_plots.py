@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diga.engine import JsonlLogger, colorize, image_grid, line_plot, save_png, scalars
+from diga.engine.log import JsonlLogger, scalars
+from diga.engine.plots import colorize, image_grid, line_plot, save_png
 
 
 def test_logger_resume_drops_later_records(tmp_path):

@@ -17,7 +17,9 @@ from torch import nn
 
 import diga
 from diga.data import GTA5, Cityscapes, PairedCompose, RandomHorizontalFlip, RandomScaleCrop
-from diga.engine import JsonlLogger, load_checkpoint, stage_checkpoint
+from diga.engine.checkpoint import load_checkpoint
+from diga.engine.log import JsonlLogger
+from diga.engine.stages import stage_checkpoint
 from diga.engine.translator_training import TranslatorConfig, train_translator
 from diga.translation import LearnedTranslator
 from tests.data.replicas import make_cityscapes, make_gta5, one_thread
