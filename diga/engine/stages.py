@@ -19,10 +19,11 @@ from diga import _dist
 from diga._checks import check_number
 from diga._ops import class_argmax
 from diga.adapter import Adapter, StepOutput
-from diga.engine.checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from diga.engine.checkpoint import atomic_save
 from diga.engine.distributed import DistInfo, step_generator
 from diga.engine.guards import DivergenceGuard, TrainingDiverged
-from diga.engine.log import JsonlLogger, progress, scalars
+from diga.engine.log import progress, scalars
+from diga.engine.loop import ResumableLoop, backward_step, poly_schedule, stage_checkpoint
 from diga.engine.plots import colorize, image_grid, save_png
 from diga.engine.sampling import infinite_loader
 from diga.metrics import ConfusionMatrix
@@ -96,11 +97,7 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int):
         opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = max(1, total_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: max(0.0, 1.0 - min(step, total) / total) ** cfg.power
-    )
-    return opt, sched
+    return opt, poly_schedule(opt, total_steps, cfg.power)
 
 
 def as_batch(batch: Any) -> dict[str, Any]:
@@ -129,11 +126,6 @@ def autocast_context(device: torch.device, amp: bool | str):
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type) if (amp == "fp16" and device.type == "cuda") else None
     return torch.autocast(device_type=device.type, dtype=dtype), scaler
-
-
-def stage_checkpoint(work_dir: str | os.PathLike, stage: str, kind: str = "last") -> Path:
-    """``<work_dir>/checkpoints/<stage>_<kind>.pt`` (kind: last, final, best)."""
-    return Path(work_dir) / "checkpoints" / f"{stage}_{kind}.pt"
 
 
 def concat_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -189,14 +181,7 @@ def run_step(adapter: Adapter, stage: str, src: dict, tgt: dict | None, generato
 
 def optimizer_step(loss: Tensor, optimizer, scheduler, scaler=None) -> None:
     """Backward (scaled when fp16 AMP gives a ``scaler``), optimiser and schedule step, gradients cleared."""
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    backward_step(loss, optimizer, scaler)
     scheduler.step()
 
 
@@ -284,21 +269,29 @@ def train_stage(
     dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
     device = dist.device
     work_dir = Path(work_dir)
-    last_path = stage_checkpoint(work_dir, name, "last")
-    final_path = stage_checkpoint(work_dir, name, "final")
     best_path = stage_checkpoint(work_dir, name, "best")
 
     optimizer, scheduler = make_optimizer(adapter.student, optim, steps)
     autocast, scaler = autocast_context(device, amp)
-    start, history, best = 0, [], None
-    if resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, map_location=device)
+    history, best = [], None
+
+    def state(step: int, rng: Any) -> dict[str, Any]:
+        return {"stage": name, "step": step, "adapter": adapter.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": None if scaler is None else scaler.state_dict(), "rng": rng,
+                "history": history, "best": best, "config": dict(config or {})}
+
+    loop = ResumableLoop(name, steps=steps, work_dir=work_dir, dist=dist, state=state, resume=resume,
+                         log_every=log_every, checkpoint_every=checkpoint_every, stop_after=stop_after,
+                         show_progress=show_progress)
+    start, ckpt = loop.start, loop.checkpoint
+    if ckpt is not None:
         adapter.load_state_dict(ckpt["adapter"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
-        start, history, best = ckpt["step"], ckpt.get("history", []), ckpt.get("best")
+        history, best = ckpt.get("history", []), ckpt.get("best")
 
     def loaders(parts, stream: int):
         return [
@@ -316,43 +309,21 @@ def train_stage(
 
     src_iters = loaders(source_parts, 0)
     tgt_iters = loaders(target_parts, 1)
-    # Records up to the checkpointed step were written before the checkpoint: keep them.
-    logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=name,
-                         resume_step=start + 1 if start > 0 else None, tensorboard=work_dir / "tensorboard")
-
-    def save_last(step: int) -> None:
-        rng = get_rng_state()
-        if dist.world_size > 1:
-            gathered = [None] * dist.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered
-        if dist.is_main:
-            atomic_save(
-                {"stage": name, "step": step, "adapter": adapter.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": None if scaler is None else scaler.state_dict(), "rng": rng,
-                 "history": history, "best": best, "config": dict(config or {})},
-                last_path,
-            )
-        _dist.barrier()
+    logger = loop.open_logger()
 
     # The global RNG (dropout, ...) is set last: building the loaders above draws from it.
-    if start == 0:
+    if not loop.restore_rng():
         # Each stage starts from its own seed, so a run resumed at any stage boundary repeats
         # the uninterrupted run (dropout and other global-RNG draws included).
         stage_seed = step_generator(seed, 0, stream=zlib.crc32(name.encode()) % 10_007, rank=dist.rank)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=stage_seed)))
-    else:
-        set_rng_state(ckpt["rng"][dist.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
     adapter.train()
     guard = DivergenceGuard(name, scaler=scaler)
-    bar = progress(total=steps, desc=name, enabled=show_progress and dist.is_main, initial=start)
-    step = start
     warned = False
-    for step in range(start, steps):
-        if stop_after is not None and step - start >= stop_after:
-            bar.close()
-            return {"step": step, "history": history, "best": best, "stopped": True}
+    out: StepOutput | None = None
+
+    def train(step: int) -> None:
+        nonlocal out
         src = next_batch(src_iters)
         tgt = next_batch(tgt_iters)
         gen = step_generator(seed, step, stream=zlib.crc32(name.encode()) % 10_007, rank=dist.rank)
@@ -361,22 +332,21 @@ def train_stage(
         optimizer_step(out.loss, optimizer, scheduler, scaler)
         guard.check(step + 1, out.loss)  # a NaN loss stops the stage before a checkpoint holds it
         adapter.update_teacher()
-        bar.update(1)
 
-        done = step + 1
-        if log_every and (done % log_every == 0 or done == steps):
+    def report(done: int) -> None:
+        nonlocal warned, best
+        if loop.should_log(done):
             values = scalars(out.parts)
             values["lr"] = optimizer.param_groups[0]["lr"]
             logger.log(done, values)
-            bar.set_postfix(loss=f"{values.get('loss', float('nan')):.3f}")
+            loop.bar.set_postfix(loss=f"{values.get('loss', float('nan')):.3f}")
             if values.get("collapse", 0) > 0:
                 message = collapse_message(name, done, values)
                 if stop_on_collapse:
-                    bar.close()
                     logger.close()
                     raise CollapseError(message)
                 if not warned:
-                    warnings.warn(message, CollapseWarning, stacklevel=2)
+                    warnings.warn(message, CollapseWarning, stacklevel=4)
                     warned = True
         if image_every and dist.is_main and (done % image_every == 0 or done == 1):
             _save_images(out, work_dir / "images" / f"{name}_{done:06d}.png", palette, adapter.ignore_index)
@@ -393,15 +363,12 @@ def train_stage(
                     atomic_save({"adapter": adapter.state_dict(), "record": record,
                                  "note": "best by validation mIoU: not an unbiased result",
                                  "config": dict(config or {})}, best_path)
-        if checkpoint_every and (done % checkpoint_every == 0) and done < steps:
-            save_last(done)
-    bar.close()
-    logger.close()
-    save_last(steps)
-    if dist.is_main:
-        atomic_save({"adapter": adapter.state_dict(), "stage": name, "step": steps,
-                     "history": history, "best": best, "config": dict(config or {})}, final_path)
-    _dist.barrier()
+
+    stopped = loop.run(train, report)
+    if stopped is not None:
+        return {"step": stopped, "history": history, "best": best, "stopped": True}
+    loop.finish({"adapter": adapter.state_dict(), "stage": name, "step": steps,
+                 "history": history, "best": best, "config": dict(config or {})})
     return {"step": steps, "history": history, "best": best}
 
 
