@@ -3,21 +3,16 @@ pseudo-labels, the translator trainer, and the distributed set-up they run under
 
 What the entry points share (checkpoints, loaders, logging, plots, guards) lives in the
 submodules (``diga.engine.checkpoint``, ``.sampling``, ``.log``, ``.plots``, ``.guards``,
-``.distributed``, ``.stages``) and is imported from there.
+``.distributed``, ``.loop``, ``.optim``) and is imported from there.
 """
 
 from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
+from diga.engine.evaluation import evaluate, generate_pseudo_labels
 from diga.engine.guards import TrainingDiverged, WorkDirBusy
+from diga.engine.optim import OptimConfig
 from diga.engine.pipeline import DataSpec, run_pipeline
 from diga.engine.recipes import Recipe, StageRecipe, get_recipe
-from diga.engine.stages import (
-    CollapseError,
-    CollapseWarning,
-    OptimConfig,
-    evaluate,
-    generate_pseudo_labels,
-    train_stage,
-)
+from diga.engine.stages import CollapseError, CollapseWarning, train_stage
 from diga.engine.translator_training import TranslatorConfig, train_translator
 
 __all__ = [

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from diga._checks import check_images, check_number
+from diga.data.batch import as_batch, to_device
 from diga.engine.checkpoint import (
     atomic_write_json,
 )
@@ -40,9 +41,9 @@ from diga.engine.distributed import DistInfo, resolve_device, wrap_ddp
 from diga.engine.guards import DivergenceGuard
 from diga.engine.log import scalars
 from diga.engine.loop import ResumableLoop, backward_step, poly_schedule
+from diga.engine.optim import autocast_context
 from diga.engine.plots import image_grid, save_png
 from diga.engine.sampling import infinite_loader
-from diga.engine.stages import as_batch, autocast_context
 from diga.translation import (
     PAPER_LAYER_WEIGHTS,
     MultiScaleDiscriminator,
@@ -209,10 +210,6 @@ class _CriticPair(nn.Module):
         loss_t = lsgan_loss(tc(real_target), real=True) + lsgan_loss(tc(fake_target), real=False)
         loss_s = lsgan_loss(sc(real_source), real=True) + lsgan_loss(sc(fake_source), real=False)
         return loss_t, loss_s
-
-
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
 
 
 def _check_batch(batch: dict[str, Any], name: str, multiple: int, need_label: bool) -> None:
@@ -407,8 +404,8 @@ def train_translator(
     last: dict[str, Any] = {}
 
     def train(step: int) -> None:
-        src = _to(as_batch(next(src_iter)), dev)
-        tgt = _to(as_batch(next(tgt_iter)), dev)
+        src = to_device(as_batch(next(src_iter)), dev)
+        tgt = to_device(as_batch(next(tgt_iter)), dev)
         _check_batch(src, "source", multiple, need_label)
         _check_batch(tgt, "target", multiple, False)
         xs, xt = src["image"] * 2 - 1, tgt["image"] * 2 - 1  # the networks' signed pixel space
