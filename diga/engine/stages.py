@@ -110,7 +110,7 @@ def _save_images(out: StepOutput, path: Path, palette, ignore_index: int, max_it
             rows[name] = colorize(t, palette, ignore_index=ignore_index)
     if rows:
         n = min(r.shape[0] for r in rows.values())
-        save_png(image_grid({k: v[:n] for k, v in rows.items()}), path)
+        save_png(image_grid({k: v[:n] for k, v in rows.items()}, labels=True), path)
 
 
 def train_stage(

@@ -235,7 +235,7 @@ def _grid(source: Tensor, translated: Tensor, target: Tensor, max_items: int = 4
     tgt = target[:n].float()
     if tgt.shape[-2:] != source.shape[-2:]:
         tgt = F.interpolate(tgt, size=source.shape[-2:], mode="bilinear", align_corners=False)
-    return image_grid({"source": source[:n].float(), "translated": translated[:n].float(), "target": tgt})
+    return image_grid({"source": source[:n].float(), "translated": translated[:n].float(), "target": tgt}, labels=True)
 
 
 # ------------------------------------------------------------------------------ training loop

@@ -46,6 +46,25 @@ def test_line_plot_draws_series():
     assert (arr != 255).any(dim=1).sum() > 100  # something was drawn
 
 
+def test_line_plot_without_matplotlib_falls_back_to_pil(monkeypatch):
+    import diga.engine.plots as plots
+
+    monkeypatch.setattr(plots, "_matplotlib", lambda: None)
+    img = line_plot({"a": ([0, 1], [0.0, 1.0])}, title="t", size=(320, 200))
+    arr = torch.from_numpy(np.array(img)).reshape(-1, 3)
+    assert img.size == (320, 200) and (arr != 255).any(dim=1).sum() > 100
+
+
+def test_image_grid_row_labels_and_scale():
+    rows = {"source": torch.zeros(2, 3, 4, 4), "prediction": torch.zeros(2, 3, 4, 4)}
+    plain = image_grid(rows, pad=1)
+    assert plain.size == (2 * (4 + 1) + 1, 2 * (4 + 2))  # make_grid's layout, one grid a row
+    big = image_grid(rows, pad=1, labels=True, scale=3)
+    assert big.size[1] == 2 * (12 + 2) and big.size[0] > 2 * (12 + 1) + 1  # a label column on the left
+    left = np.array(big)[:, : big.size[0] - (2 * 13 + 1)]
+    assert (left < 128).any()  # the row names are written
+
+
 def test_tensorboard_mirror(tmp_path, monkeypatch):
     import diga.engine.log as log_module
 
