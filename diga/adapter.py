@@ -88,8 +88,12 @@ class Adapter(nn.Module):
         out.loss.backward(); opt.step(); opt.zero_grad(); adapter.update_teacher()
 
     ``tgt_pseudo`` may be None (online mode): the labels are then made batch by
-    batch by a frozen copy of the model self-training started from (multi-scale,
-    ``online_scales``), which is what offline mode caches. Nothing else is needed
+    batch by a frozen labeller (multi-scale, ``online_scales``): first a copy of
+    the model self-training started from, which is what offline mode caches,
+    then, after ``labeller_refresh`` steps and at each doubling of the stage's
+    length (50, 100, 200, 400, ... steps), a copy of the teacher: online
+    rounds of the paper's "pseudo-labels again from the self-trained model",
+    whose number grows with the log of the run's length. Nothing else is needed
     between the stages: the first self-training step after :meth:`init_centroids`
     restarts the teacher from the student and sets the collapse watch's
     reference (the centroid pass's class shares).
@@ -153,6 +157,10 @@ class Adapter(nn.Module):
             baseline, with ``kd_weight=0``).
         online_scales: scales of the online labeller's fused prediction (the paper's
             pseudo-labels: full and half resolution).
+        labeller_refresh: online mode: self-training steps before the labeller is first
+            replaced by a copy of the teacher; it is replaced again each time the
+            stage's length doubles. None keeps the first labeller for the whole
+            stage (one round of labels, as offline mode without a second round).
 
     Example:
         >>> import segmentation_models_pytorch as smp
@@ -192,6 +200,7 @@ class Adapter(nn.Module):
         cross_domain_mix: bool = True,
         mixed_view_ce: bool = False,
         online_scales: Sequence[float] = (1.0, 0.5),
+        labeller_refresh: int | None = 50,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -237,7 +246,12 @@ class Adapter(nn.Module):
         for scale in online_scales:
             check_number(scale, "online_scales", low=0, low_open=True)
         self.online_scales = tuple(float(x) for x in online_scales)
+        if labeller_refresh is not None:
+            check_number(labeller_refresh, "labeller_refresh", low=1, integer=True)
+        self.labeller_refresh = None if labeller_refresh is None else int(labeller_refresh)
         self.labeller: nn.Module | None = None
+        self.labeller_due: int | None = None  # stage step at which the online labeller is next refreshed
+        self.stage_step = 0  # self-training steps taken in the current stage
         self.step = 0
 
     # ------------------------------------------------------------- helpers
@@ -322,14 +336,22 @@ class Adapter(nn.Module):
     def _enter_self_training(self, online: bool) -> None:
         """The first self-training step of a stage restarts the teacher from the student with the
         paper's true average, and takes the centroid pass's class shares as the collapse reference.
-        In online mode the stage's first step also freezes a copy of the student as the labeller."""
+        In online mode the stage's first step also freezes a copy of the student as the labeller,
+        replaced by a copy of the teacher after ``labeller_refresh`` steps and each doubling after."""
         if self.stage != "self_training":
             self.reset_teacher(ramp=1.0)
             self.monitor.set_reference(counts=self.centroids.pixel_counts)
             self.labeller = None
+            self.labeller_due = self.labeller_refresh
+            self.stage_step = 0
             self.stage = "self_training"
-        if online and self.labeller is None:
+        if not online:
+            return
+        if self.labeller is None:
             self._make_labeller(self.teacher.model)
+        elif self.labeller_due is not None and self.stage_step >= self.labeller_due:
+            self._make_labeller(self.teacher.model)
+            self.labeller_due = 2 * self.stage_step
 
     def _make_labeller(self, source: nn.Module) -> None:
         labeller = copy.deepcopy(unwrap_model(source)).eval()
@@ -343,8 +365,10 @@ class Adapter(nn.Module):
 
         The labeller is a frozen copy of the model the self-training stage started
         from (the warm-up student), made at the stage's first online step: the very
-        labels offline mode would have cached, made batch by batch instead. A labeller
-        that followed the student (its own teacher) confirms its own mistakes: on the
+        labels offline mode would have cached, made batch by batch instead. After
+        ``labeller_refresh`` steps, and again each time the stage's length doubles,
+        it becomes a frozen copy of the teacher (online rounds). A labeller that
+        followed the teacher at every step confirms its own mistakes: on the
         built-in shifts that collapsed within a hundred steps (docs/guide.md).
         """
         if self.labeller is None:
@@ -521,6 +545,7 @@ class Adapter(nn.Module):
         kd = self._kd(s_logits, t_logits, source_labels)
         loss = ce_source + ce_mix + self.st_kd_weight * kd
         self.step += 1
+        self.stage_step += 1
 
         parts = {
             "loss": loss.detach(), "ce_source": ce_source.detach(), "ce_mix": ce_mix.detach(),
@@ -655,11 +680,15 @@ class Adapter(nn.Module):
         return self
 
     def get_extra_state(self) -> dict:
-        return {"step": self.step, "stage": self.stage}
+        return {"step": self.step, "stage": self.stage, "stage_step": self.stage_step,
+                "labeller_due": self.labeller_due}
 
     def set_extra_state(self, state: dict) -> None:
         self.step = int(state["step"])
         self.stage = str(state.get("stage", "warmup"))
+        self.stage_step = int(state.get("stage_step", 0))
+        due = state.get("labeller_due", self.labeller_refresh)
+        self.labeller_due = None if due is None else int(due)
 
     def extra_repr(self) -> str:
         return (

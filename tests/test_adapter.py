@@ -158,6 +158,57 @@ class TestSelfTraining:
         other.load_state_dict(Adapter(tiny_net(), num_classes=C).state_dict())
         assert other.labeller is None
 
+    def test_online_labeller_refreshes_from_the_teacher_at_each_doubling(self):
+        """labeller_refresh=2: the labeller is the stage-start student for steps 1-2, then a copy of the
+        teacher made before steps 3, 5 and 9 (after 2, 4, 8 steps), frozen in between; resume keeps the
+        schedule; offline steps never make a labeller; None keeps the first labeller for the stage."""
+        from diga.inference import predict_logits
+
+        src, lbl, tgt, _ = batch()
+        ad = Adapter(tiny_net(), num_classes=C, labeller_refresh=2)
+        ad.init_centroids([tgt])
+        opt = torch.optim.SGD(ad.student.parameters(), lr=0.5)
+        made_at, last = [], None
+        for step in range(1, 10):
+            if step == 6:  # resume mid-schedule into a fresh adapter: the next refresh stays at step 9
+                other = Adapter(tiny_net(1), num_classes=C, labeller_refresh=2)
+                other.load_state_dict(ad.state_dict())
+                ad, opt = other, torch.optim.SGD(other.student.parameters(), lr=0.5)
+                last = ad.labeller
+            teacher_now = copy.deepcopy(ad.teacher.model)
+            out = ad.self_training_step(src, lbl, tgt, None, generator=torch.Generator().manual_seed(step))
+            if ad.labeller is not last:
+                made_at.append(step)
+                if step > 1:  # a refresh copies the teacher as it was before this step
+                    assert torch.equal(out.images["pseudo"], predict_logits(teacher_now, tgt, (1.0, 0.5)).argmax(1))
+                last = ad.labeller
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            ad.update_teacher()
+        assert made_at == [1, 3, 5, 9]
+        assert ad.stage_step == 9 and ad.labeller_due == 16
+        # A new stage starts the schedule again from the stage-start student.
+        ad.init_centroids([tgt])
+        ad.self_training_step(src, lbl, tgt, None, generator=torch.Generator().manual_seed(0))
+        assert ad.stage_step == 1 and ad.labeller_due == 2
+        # Offline mode makes no labeller; labeller_refresh=None never refreshes.
+        off = Adapter(tiny_net(), num_classes=C, labeller_refresh=2)
+        off.init_centroids([tgt])
+        for _ in range(3):
+            off.self_training_step(src, lbl, tgt, lbl.clamp(max=C - 1), generator=torch.Generator().manual_seed(0))
+        assert off.labeller is None
+        frozen = Adapter(tiny_net(), num_classes=C, labeller_refresh=None)
+        frozen.init_centroids([tgt])
+        frozen.self_training_step(src, lbl, tgt, None, generator=torch.Generator().manual_seed(0))
+        first = frozen.labeller
+        for _ in range(4):
+            frozen.self_training_step(src, lbl, tgt, None, generator=torch.Generator().manual_seed(0))
+        assert frozen.labeller is first
+        for bad in (0, -3, 1.5):
+            with pytest.raises(ValueError, match="labeller_refresh"):
+                Adapter(tiny_net(), num_classes=C, labeller_refresh=bad)
+
     def test_threshold_selector(self):
         ad = Adapter(tiny_net(), num_classes=C, selector=ConfidenceThresholdSelector(threshold=0.0))
         src, lbl, tgt, tgt_lbl = batch()
