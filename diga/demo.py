@@ -25,6 +25,7 @@ from diga.engine.log import JsonlLogger
 from diga.engine.pipeline import device_name, versions
 from diga.engine.plots import colorize, image_grid, line_plot, save_png
 from diga.engine.stages import OptimConfig, evaluate, generate_pseudo_labels, stage_checkpoint, train_stage
+from diga.metrics import pseudo_label_counts
 from diga.models import create_model
 from diga.selectors import ConfidenceThresholdSelector
 from diga.translation import FourierTranslator
@@ -182,7 +183,7 @@ def _one_seed(cfg: DemoConfig, seed: int, dist: DistInfo) -> dict[str, Any]:
     warm = exp.adapter()
     keep("warmup", exp.train(warm, "warmup", "warmup", cfg.source_steps, target=exp.target))
     pseudo = exp.pseudo_labels(warm)
-    out["pseudo_label_precision"] = _precision(pseudo)
+    out["pseudo_label_precision"] = _precision(pseudo, warm.ignore_index)
     for name, kwargs in (("self_training", {}),
                          ("threshold", {"selector": ConfidenceThresholdSelector(threshold=cfg.threshold)})):
         if name not in cfg.variants:
@@ -196,13 +197,14 @@ def _one_seed(cfg: DemoConfig, seed: int, dist: DistInfo) -> dict[str, Any]:
     return out
 
 
-def _precision(data: CachedDataset) -> float:
+def _precision(data: CachedDataset, ignore_index: int) -> float:
+    """Dataset-wide pseudo-label precision: the counts summed over the items, then one ratio."""
     correct = total = 0
     for i in range(len(data)):
         item = data[i]
-        has = (item["label"] != 255) & (item["pseudo_label"] != 255)
-        correct += int(((item["label"] == item["pseudo_label"]) & has).sum())
-        total += int(has.sum())
+        c, n = pseudo_label_counts(item["pseudo_label"], item["label"], ignore_index=ignore_index)
+        correct += int(c)
+        total += int(n)
     return correct / max(total, 1)
 
 

@@ -16,7 +16,8 @@ from diga import (
     FourierTranslator,
     symmetric_kd_loss,
 )
-from diga.adapter import Adapter, batch_images
+from diga.adapter import Adapter
+from diga.data.batch import batch_images
 from diga.losses import resize_logits, segmentation_ce_loss
 
 C = 4

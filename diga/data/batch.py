@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["as_batch", "concat_batches", "to_device"]
+__all__ = ["as_batch", "batch_images", "concat_batches", "to_device"]
 
 
 def as_batch(batch: Any) -> dict[str, Any]:
@@ -27,6 +27,25 @@ def as_batch(batch: Any) -> dict[str, Any]:
         names = ("image", "label", "pseudo_label")
         return {k: v for k, v in zip(names, batch, strict=False)}
     raise ValueError(f"a batch must be a dict, tuple or tensor, got {type(batch).__name__}")
+
+
+def batch_images(batch: Any) -> Tensor:
+    """The image tensor of a batch: a tensor, the first item of a tuple/list, or ``batch["image"]``.
+
+    Example:
+        >>> batch_images((torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4))).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, dict) and "image" in batch:
+        return batch["image"]
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise ValueError(
+        "each batch must be an image tensor, an (images, ...) tuple or a dict with key 'image', "
+        f"got {type(batch).__name__}"
+    )
 
 
 def concat_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
