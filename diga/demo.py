@@ -230,7 +230,7 @@ def _pictures(adapter: Adapter, source, pseudo_labelled, path: Path, dist: DistI
         "target": tgt, "pseudo-label": colorize(pseudo, pal), "selected": colorize(selected, pal),
         "prediction": colorize(pred, pal), "ground truth": colorize(truth, pal),
     }
-    save_png(image_grid({k: v.cpu() for k, v in rows.items()}), path)
+    save_png(image_grid({k: v.cpu() for k, v in rows.items()}, labels=True, scale=3), path)  # rows named, readable
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
