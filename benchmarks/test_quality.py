@@ -89,8 +89,7 @@ NOTES = [
     "One seed = one data draw, one model initialisation, one data order. Every variant of a seed starts from "
     "the same initial weights; every self-training variant from the same warm-up (ours). Offline rows use the "
     "same cached pseudo-labels (multi-scale max fusion of the warm-up model); online rows make the same kind of "
-    "labels batch by batch with a frozen copy of the warm-up model, replaced by a copy of the teacher after 50, "
-    "100 and 200 steps (Adapter online mode, labeller_refresh=50). Values are the final "
+    "labels batch by batch with a frozen copy of the warm-up model (Adapter online mode). Values are the final "
     "model's, never a best-by-validation pick.",
     "Kept fraction and precision are averaged over the self-training steps' logged batches: precision before "
     "= correct / labelled among the pseudo-labels, after = among the ones the selector kept.",

@@ -77,12 +77,12 @@ class Adapter(nn.Module):
         out.loss.backward(); opt.step(); opt.zero_grad(); adapter.update_teacher()
 
     ``tgt_pseudo`` may be None (online mode): the labels are then made batch by
-    batch by a frozen labeller (multi-scale, ``online_scales``): first a copy of
-    the model self-training started from, which is what offline mode caches,
-    then, after ``labeller_refresh`` steps and at each doubling of the stage's
-    length (50, 100, 200, 400, ... steps), a copy of the teacher: online
-    rounds of the paper's "pseudo-labels again from the self-trained model",
-    whose number grows with the log of the run's length. Nothing else is needed
+    batch by a frozen labeller (multi-scale, ``online_scales``): a copy of the
+    model self-training started from, which is what offline mode caches. With
+    ``labeller_refresh=N`` a copy of the teacher replaces it after ``N`` steps
+    and at each doubling of the stage's length (N, 2N, 4N, ... steps): online
+    rounds of the paper's "pseudo-labels again from the self-trained model"
+    (off by default: docs/guide.md has what it gained and lost). Nothing else is needed
     between the stages: the first self-training step after :meth:`init_centroids`
     restarts the teacher from the student and sets the collapse watch's
     reference (the centroid pass's class shares).
@@ -148,8 +148,10 @@ class Adapter(nn.Module):
             pseudo-labels: full and half resolution).
         labeller_refresh: online mode: self-training steps before the labeller is first
             replaced by a copy of the teacher; it is replaced again each time the
-            stage's length doubles. None keeps the first labeller for the whole
-            stage (one round of labels, as offline mode without a second round).
+            stage's length doubles. None (default) keeps the first labeller for the
+            whole stage (one round of labels, as offline mode). For more rounds at
+            the paper's pace, call :meth:`init_centroids` between them: the next
+            step starts a new stage, labeller included.
 
     Example:
         >>> import segmentation_models_pytorch as smp
@@ -189,7 +191,7 @@ class Adapter(nn.Module):
         cross_domain_mix: bool = True,
         mixed_view_ce: bool = False,
         online_scales: Sequence[float] = (1.0, 0.5),
-        labeller_refresh: int | None = 50,
+        labeller_refresh: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -354,9 +356,9 @@ class Adapter(nn.Module):
 
         The labeller is a frozen copy of the model the self-training stage started
         from (the warm-up student), made at the stage's first online step: the very
-        labels offline mode would have cached, made batch by batch instead. After
-        ``labeller_refresh`` steps, and again each time the stage's length doubles,
-        it becomes a frozen copy of the teacher (online rounds). A labeller that
+        labels offline mode would have cached, made batch by batch instead. With
+        ``labeller_refresh`` set, after that many steps and again each time the stage's
+        length doubles, it becomes a frozen copy of the teacher (online rounds). A labeller that
         followed the teacher at every step confirms its own mistakes: on the
         built-in shifts that collapsed within a hundred steps (docs/guide.md).
         """
