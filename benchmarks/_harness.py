@@ -27,8 +27,10 @@ What it does, and why (the machines these run on are often shared and noisy):
   and at these shapes most take less time than their launch, so a
   component's time there follows its op count more than its arithmetic.
 * **Results** (:func:`write_rows`): one JSON file per suite, mode and device
-  kind under ``benchmarks/results/``, rows merged by their ``name`` and the
-  file replaced atomically; ``benchmarks/report.py`` renders every file found.
+  kind, rows merged by their ``name`` and the file replaced atomically, under
+  ``benchmarks/.results/`` (untracked) by default; ``pytest benchmarks/
+  --update-results`` writes the tracked ``benchmarks/results/`` and
+  docs/benchmarks.md instead. ``benchmarks/report.py`` renders every file found.
 
 Example:
     >>> cfg = BenchConfig.for_mode("quick", torch.device("cpu"))
@@ -62,6 +64,7 @@ from diga.engine.checkpoint import atomic_write_text
 __all__ = [
     "DEFAULT_RESULTS_DIR",
     "RESULTS_DIR",
+    "RUN_RESULTS_DIR",
     "BenchConfig",
     "Target",
     "Timing",
@@ -76,9 +79,13 @@ __all__ = [
     "write_rows",
 ]
 
+#: The published results (tracked): written only by ``pytest benchmarks/ --update-results``.
 DEFAULT_RESULTS_DIR = Path(__file__).resolve().parent / "results"
-# DIGA_BENCH_RESULTS=/some/dir sends results (and the rendered page) elsewhere, for experiments.
-RESULTS_DIR = Path(os.environ.get("DIGA_BENCH_RESULTS") or DEFAULT_RESULTS_DIR)
+#: Where a plain ``pytest benchmarks/`` writes (untracked, in .gitignore): running never rewrites tracked files.
+RUN_RESULTS_DIR = Path(__file__).resolve().parent / ".results"
+# DIGA_BENCH_RESULTS=/some/dir sends results (and the rendered page) elsewhere, for experiments;
+# benchmarks/conftest.py points this at DEFAULT_RESULTS_DIR under --update-results.
+RESULTS_DIR = Path(os.environ.get("DIGA_BENCH_RESULTS") or RUN_RESULTS_DIR)
 MIB = 2**20
 
 
@@ -375,7 +382,7 @@ def device_info(device: torch.device) -> str:
 
 # ---------------------------------------------------------------- results
 def results_path(suite: str, mode: str, device: torch.device, results_dir: Path | None = None) -> Path:
-    """``benchmarks/results/<suite>-<mode>-<cpu|cuda>.json``.
+    """``<results dir>/<suite>-<mode>-<cpu|cuda>.json`` (the results dir: :data:`RESULTS_DIR` by default).
 
     Example:
         >>> results_path("components", "quick", torch.device("cpu")).name

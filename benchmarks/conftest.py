@@ -1,4 +1,4 @@
-"""Benchmark options and session fixtures; re-renders docs/benchmarks.md at the end.
+"""Benchmark options and session fixtures; renders the results page at the end.
 
 ``pytest benchmarks/`` runs QUICK mode (small CPU shapes; asserts half-strength
 guards). ``pytest benchmarks/ --full`` or ``DIGA_BENCH_FULL=1`` runs the
@@ -7,8 +7,13 @@ unless ``--bench-device cpu`` / ``DIGA_BENCH_DEVICE=cpu``. ``--bench-threads N``
 / ``DIGA_BENCH_THREADS=N`` sets torch's CPU threads; by default QUICK mode on
 the CPU uses 1 thread (OpenMP threads on a shared, oversubscribed machine make
 timings swing by 10x and more, which a regression guard must not depend on)
-and FULL mode uses torch's default. ``DIGA_BENCH_RESULTS=DIR`` writes results
-(and the rendered page) to DIR instead of benchmarks/results and docs/.
+and FULL mode uses torch's default.
+
+Results go to ``benchmarks/.results/`` (untracked; the rendered page is
+``benchmarks/.results/benchmarks.md``), so running the benchmarks never
+rewrites tracked files. ``--update-results`` (or ``DIGA_BENCH_UPDATE=1``) is
+the explicit step that writes the published ``benchmarks/results/`` and
+re-renders docs/benchmarks.md; ``DIGA_BENCH_RESULTS=DIR`` writes to DIR.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:  # sibling modules import by name under any import mode
     sys.path.insert(0, str(_HERE))
 
-from _harness import DEFAULT_RESULTS_DIR, RESULTS_DIR, BenchConfig  # noqa: E402
+import _harness  # noqa: E402
+from _harness import DEFAULT_RESULTS_DIR, BenchConfig  # noqa: E402
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -40,6 +46,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-threads", type=int, default=None,
                     help="torch CPU threads (default: 1 in quick mode on CPU, else torch's; "
                     "also DIGA_BENCH_THREADS)")
+    group.addoption("--update-results", action="store_true", default=False,
+                    help="write the published benchmarks/results/ and docs/benchmarks.md (default: the "
+                    "untracked benchmarks/.results/; also DIGA_BENCH_UPDATE=1)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``--update-results``, the suites write the tracked results folder (set before they import it)."""
+    if config.getoption("--update-results", default=False) or os.environ.get("DIGA_BENCH_UPDATE", "").lower() in _TRUE:
+        _harness.RESULTS_DIR = DEFAULT_RESULTS_DIR
 
 
 @dataclass(frozen=True)
@@ -88,16 +103,15 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Re-render docs/benchmarks.md from every results file (cheap, idempotent).
-
-    With ``DIGA_BENCH_RESULTS`` pointing elsewhere, the page goes to ``benchmarks.md`` there.
-    """
-    if not RESULTS_DIR.is_dir() or not any(RESULTS_DIR.glob("*.json")):
+    """Render the page of every results file (cheap, idempotent): docs/benchmarks.md under
+    ``--update-results``, else ``benchmarks.md`` beside the results (untracked)."""
+    results = _harness.RESULTS_DIR
+    if not results.is_dir() or not any(results.glob("*.json")):
         return
     import report
 
-    default = RESULTS_DIR.resolve() == DEFAULT_RESULTS_DIR.resolve()
-    out = report.render(RESULTS_DIR, report.DEFAULT_OUT if default else RESULTS_DIR / "benchmarks.md")
+    published = results.resolve() == DEFAULT_RESULTS_DIR.resolve()
+    out = report.render(results, report.DEFAULT_OUT if published else results / "benchmarks.md")
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"benchmark report written to {out}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks in one script: the CUDA unit tests, then `pytest benchmarks/ --full` on the GPU
 # (components, whole step, recipes), each suite under its own time limit so one slow or broken
-# suite cannot eat the others' time. Results go to $DIGA_BENCH_RESULTS (default benchmarks/results).
+# suite cannot eat the others' time. Results go to $DIGA_BENCH_RESULTS (default the untracked
+# benchmarks/.results; DIGA_BENCH_UPDATE=1 writes the published benchmarks/results and docs/benchmarks.md).
 #
 #   bash benchmarks/cuda_check.sh            # on a machine with a CUDA GPU and diga installed
 #   DIGA_BENCH_RECIPE_ITERS=20 bash ...      # fewer timed iterations per recipe stage (default 200)

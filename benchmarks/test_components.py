@@ -453,7 +453,7 @@ def test_dynamic_selection(bench, scene):
     pseudo = scene.labels
     size = tuple(pseudo.shape[-2:])
 
-    selected = selector(pseudo, scene.features)
+    selected = selector(pseudo, features=scene.features)
     sel_naive, w_up = naive.dynamic_select(pseudo, scene.features, scene.centroids)
     nearest = selector.nearest_at(scene.features, size)
     ties = _argmax_agrees(nearest, w_up.argmax(1), w_up, tol=1e-5)
@@ -473,7 +473,7 @@ def test_dynamic_selection(bench, scene):
         f"pseudo-labels {tuple(pseudo.shape)}, features {tuple(scene.features.shape)}; "
         f"{100 * mixed_cells:.0f}% of cells with mixed corners",
         lambda: naive.dynamic_select(pseudo, scene.features, scene.centroids),
-        lambda: selector(pseudo, scene.features),
+        lambda: selector(pseudo, features=scene.features),
         check=_tie_note(ties),
     )
 

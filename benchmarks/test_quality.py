@@ -70,19 +70,19 @@ WARMUP_VARIANTS = [
 # (name, label, selector factory, online)
 SELECTORS = [
     ("st_dynamic", "self-training, dynamic selection (DiGA), offline", None, False),
-    ("st_threshold_0.5", "self-training, confidence threshold 0.5, offline", lambda: ConfidenceThresholdSelector(0.5),
-     False),
-    ("st_threshold_0.7", "self-training, confidence threshold 0.7, offline", lambda: ConfidenceThresholdSelector(0.7),
-     False),
-    ("st_threshold_0.9", "self-training, confidence threshold 0.9, offline", lambda: ConfidenceThresholdSelector(0.9),
-     False),
+    ("st_threshold_0.5", "self-training, confidence threshold 0.5, offline",
+     lambda: ConfidenceThresholdSelector(threshold=0.5), False),
+    ("st_threshold_0.7", "self-training, confidence threshold 0.7, offline",
+     lambda: ConfidenceThresholdSelector(threshold=0.7), False),
+    ("st_threshold_0.9", "self-training, confidence threshold 0.9, offline",
+     lambda: ConfidenceThresholdSelector(threshold=0.9), False),
     ("st_class_balanced", "self-training, class-balanced (CBST, 50% per class), offline",
-     lambda: ClassBalancedSelector(0.5), False),
+     lambda: ClassBalancedSelector(portion=0.5), False),
     ("st_dynamic_online", "self-training, dynamic selection (DiGA), online", None, True),
     ("st_threshold_0.7_online", "self-training, confidence threshold 0.7, online",
-     lambda: ConfidenceThresholdSelector(0.7), True),
+     lambda: ConfidenceThresholdSelector(threshold=0.7), True),
     ("st_class_balanced_online", "self-training, class-balanced (CBST, 50% per class), online",
-     lambda: ClassBalancedSelector(0.5), True),
+     lambda: ClassBalancedSelector(portion=0.5), True),
 ]
 THRESHOLDS = ("st_threshold_0.5", "st_threshold_0.7", "st_threshold_0.9")
 NOTES = [

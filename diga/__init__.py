@@ -1,15 +1,12 @@
 """diga: DiGA (CVPR 2023) domain-adaptive semantic segmentation for any PyTorch model."""
 
 from diga._checks import set_value_checks, value_checks, value_checks_enabled
+from diga._wrap import unwrap_model
 from diga.adapter import Adapter, StepOutput
 from diga.augment import (
     CrossDomainMix,
-    FourierTranslator,
-    IdentityTranslator,
     StrongPhotometric,
-    Translator,
     class_mix_mask,
-    fourier_translate,
     mix_by_mask,
     strong_photometric,
 )
@@ -24,7 +21,6 @@ from diga.metrics import ConfusionMatrix, iou_from_confusion, miou
 from diga.models import (
     DeepLabV2,
     FeatureSegmenter,
-    LearnedTranslator,
     TimmSegmenter,
     create_model,
     list_models,
@@ -38,12 +34,13 @@ from diga.selectors import (
     ClassShareMonitor,
     ConfidenceThresholdSelector,
     DynamicPseudoLabelSelector,
+    PseudoLabelSelector,
     SelectionStats,
-    bilinear_argmax,
     kept_fractions,
     pseudo_label_confidence,
 )
-from diga.teacher import EMATeacher, unwrap_model
+from diga.teacher import EMATeacher
+from diga.translation import FourierTranslator, IdentityTranslator, LearnedTranslator, Translator, fourier_translate
 
 __version__ = "0.1.0"
 
@@ -62,6 +59,7 @@ __all__ = [
     "FourierTranslator",
     "IdentityTranslator",
     "LearnedTranslator",
+    "PseudoLabelSelector",
     "SegmentationCELoss",
     "SelectionStats",
     "StepOutput",
@@ -70,7 +68,6 @@ __all__ = [
     "TimmSegmenter",
     "Translator",
     "__version__",
-    "bilinear_argmax",
     "class_mix_mask",
     "create_model",
     "fourier_translate",

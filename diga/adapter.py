@@ -19,13 +19,17 @@ from diga._checks import (
     value_checks,
 )
 from diga._ops import class_argmax
-from diga.augment import CrossDomainMix, StrongPhotometric, Translator, class_mix_mask, mix_by_mask
+from diga._wrap import unwrap_model
+from diga.augment import CrossDomainMix, StrongPhotometric, class_mix_mask, mix_by_mask
+from diga.data.batch import batch_images
 from diga.losses import SymmetricKDLoss, resize_logits, segmentation_ce_loss
+from diga.metrics import pseudo_label_precision
 from diga.models import FeatureSegmenter, with_features
 from diga.selectors import ClassCentroids, ClassShareMonitor, DynamicPseudoLabelSelector, kept_fractions
-from diga.teacher import EMATeacher, unwrap_model
+from diga.teacher import EMATeacher
+from diga.translation import Translator
 
-__all__ = ["Adapter", "StepOutput", "batch_images"]
+__all__ = ["Adapter", "StepOutput"]
 
 
 @dataclass
@@ -49,20 +53,6 @@ class StepOutput:
     loss: Tensor
     parts: dict[str, Tensor] = field(default_factory=dict)
     images: dict[str, Tensor] = field(default_factory=dict)
-
-
-def batch_images(batch: Any) -> Tensor:
-    """The image tensor of a batch: a tensor, the first item of a tuple/list, or ``batch["image"]``."""
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, dict) and "image" in batch:
-        return batch["image"]
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise ValueError(
-        "each batch must be an image tensor, an (images, ...) tuple or a dict with key 'image', "
-        f"got {type(batch).__name__}"
-    )
 
 
 def _is_feature_model(model: nn.Module) -> bool:
@@ -576,13 +566,8 @@ class Adapter(nn.Module):
 
     def _precision(self, before: Tensor, after: Tensor, truth: Tensor) -> dict[str, Tensor]:
         """Pseudo-label precision (correct / labelled, over pixels with ground truth) before and after."""
-        has_truth = truth != self.ignore_index
-        out = {}
-        for name, lbl in (("precision_before", before), ("precision_after", after)):
-            labelled = has_truth & (lbl != self.ignore_index)
-            correct = labelled & (lbl == truth)
-            out[name] = correct.sum() / labelled.sum().clamp_min(1)
-        return out
+        return {name: pseudo_label_precision(lbl, truth, ignore_index=self.ignore_index)
+                for name, lbl in (("precision_before", before), ("precision_after", after))}
 
     # ---------------------------------------------------------- centroids
     @torch.no_grad()

@@ -1,9 +1,10 @@
-"""The ``diga`` command line: adapt, predict, evaluate, demo, and a data maker for the walk-through.
+"""The ``diga`` command line: adapt, predict, evaluate, export, translate, demo, and a data maker.
 
     diga adapt --source-images S/img --source-labels S/lbl --target-images T/img \\
         --target-val-images V/img --target-val-labels V/lbl --num-classes 8 --work-dir runs/mine
     diga predict runs/mine/model.safetensors photos/ --out predictions/ --overlay
     diga evaluate runs/mine/model.safetensors --images V/img --labels V/lbl
+    diga translate --source folder --source-root S --target folder --target-root T/img --work-dir runs/tr
     diga demo
 
 A user error (a missing or bad file, a bad flag value) ends with one line on
@@ -364,6 +365,25 @@ def _run_export(args: argparse.Namespace) -> dict[str, Any]:
     return {"out": str(out)}
 
 
+# ------------------------------------------------------------------------------------- translate
+def _add_translate(sub) -> None:
+    from diga.engine.translator_cli import add_translator_args
+
+    p = sub.add_parser("translate", help="train DiGA's learned source -> target image translator (stage 0); "
+                                         "its translator_final.pt is `diga adapt --translator`'s input",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="Defaults marked 'preset' come from --preset (paper / tiny values shown).")
+    add_translator_args(p)
+    p.set_defaults(func=_run_translate)
+
+
+def _run_translate(args: argparse.Namespace) -> dict[str, Any]:
+    from diga.engine.translator_cli import run_translator
+
+    result = run_translator(args)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in result.items()}
+
+
 # ----------------------------------------------------------------------------------- demo, data
 def _add_demo(sub) -> None:
     from diga.demo import add_demo_args
@@ -421,6 +441,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_evaluate(sub)
     _add_export(sub)
+    _add_translate(sub)
     _add_demo(sub)
     _add_make_shift(sub)
     return parser
@@ -457,13 +478,9 @@ def run(argv: Sequence[str] | None = None) -> Any:
     if argv[:1] == ["cli-docs"]:
         print(cli_markdown(), end="")
         return None
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        from diga.engine.trainer_cli import apply_config
+    from diga.engine.trainer_cli import parse_with_config
 
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        apply_config(args, sub.choices[args.command])
+    args = parse_with_config(make_parser(), argv)
     return args.func(args)
 
 

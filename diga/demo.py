@@ -16,7 +16,6 @@ import torch
 
 from diga._ops import class_argmax
 from diga.adapter import Adapter
-from diga.augment import FourierTranslator
 from diga.data.cache import CachedDataset
 from diga.data.pseudo import PseudoLabelled
 from diga.data.synthetic import SyntheticShift
@@ -26,8 +25,10 @@ from diga.engine.log import JsonlLogger
 from diga.engine.pipeline import device_name, versions
 from diga.engine.plots import colorize, image_grid, line_plot, save_png
 from diga.engine.stages import OptimConfig, evaluate, generate_pseudo_labels, stage_checkpoint, train_stage
+from diga.metrics import pseudo_label_counts
 from diga.models import create_model
 from diga.selectors import ConfidenceThresholdSelector
+from diga.translation import FourierTranslator
 
 __all__ = ["EXPECTATIONS", "DemoConfig", "LoopConfig", "ShiftExperiment", "adapter_loop", "check_expectations", "main",
            "run_demo"]
@@ -182,9 +183,9 @@ def _one_seed(cfg: DemoConfig, seed: int, dist: DistInfo) -> dict[str, Any]:
     warm = exp.adapter()
     keep("warmup", exp.train(warm, "warmup", "warmup", cfg.source_steps, target=exp.target))
     pseudo = exp.pseudo_labels(warm)
-    out["pseudo_label_precision"] = _precision(pseudo)
+    out["pseudo_label_precision"] = _precision(pseudo, warm.ignore_index)
     for name, kwargs in (("self_training", {}),
-                         ("threshold", {"selector": ConfidenceThresholdSelector(cfg.threshold)})):
+                         ("threshold", {"selector": ConfidenceThresholdSelector(threshold=cfg.threshold)})):
         if name not in cfg.variants:
             continue
         st, result = exp.self_training(name, exp.state("warmup"), pseudo, **kwargs)
@@ -196,13 +197,14 @@ def _one_seed(cfg: DemoConfig, seed: int, dist: DistInfo) -> dict[str, Any]:
     return out
 
 
-def _precision(data: CachedDataset) -> float:
+def _precision(data: CachedDataset, ignore_index: int) -> float:
+    """Dataset-wide pseudo-label precision: the counts summed over the items, then one ratio."""
     correct = total = 0
     for i in range(len(data)):
         item = data[i]
-        has = (item["label"] != 255) & (item["pseudo_label"] != 255)
-        correct += int(((item["label"] == item["pseudo_label"]) & has).sum())
-        total += int(has.sum())
+        c, n = pseudo_label_counts(item["pseudo_label"], item["label"], ignore_index=ignore_index)
+        correct += int(c)
+        total += int(n)
     return correct / max(total, 1)
 
 
@@ -228,7 +230,7 @@ def _pictures(adapter: Adapter, source, pseudo_labelled, path: Path, dist: DistI
         "target": tgt, "pseudo-label": colorize(pseudo, pal), "selected": colorize(selected, pal),
         "prediction": colorize(pred, pal), "ground truth": colorize(truth, pal),
     }
-    save_png(image_grid({k: v.cpu() for k, v in rows.items()}), path)
+    save_png(image_grid({k: v.cpu() for k, v in rows.items()}, labels=True, scale=3), path)  # rows named, readable
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

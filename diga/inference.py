@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diga._checks import check_images, check_number
+from diga._io import atomic_write_bytes, load_checkpoint
+from diga._wrap import unwrap_model
 from diga.losses import resize_logits
-from diga.teacher import unwrap_model
 
 __all__ = ["export_model", "load_model", "predict_logits"]
 
@@ -87,7 +88,8 @@ def export_model(
 
     Args:
         model: a :class:`~diga.models.FeatureSegmenter` whose wrapped model was
-            built by :func:`~diga.create_model` (or an :class:`~diga.Adapter`: its student).
+            built by :func:`~diga.create_model`, possibly wrapped (DDP, ``torch.compile``): an
+            :class:`~diga.Adapter`'s ``adapter.student``.
         path: the file to write (atomically), by convention ``*.safetensors``.
 
     Raises:
@@ -104,11 +106,8 @@ def export_model(
     """
     from safetensors.torch import save
 
-    from diga.adapter import Adapter
-    from diga.engine.checkpoint import atomic_write_bytes
-
-    if isinstance(model, Adapter):
-        model = model.student
+    if hasattr(model, "student") and hasattr(model, "teacher"):  # an Adapter: inference sits below it
+        raise ValueError("`model` must be the segmenter to export, got an Adapter: pass `adapter.student`")
     segmenter = unwrap_model(model)
     inner = getattr(segmenter, "model", None)
     config = getattr(inner, "diga_config", None)
@@ -216,8 +215,6 @@ def _load_safetensors(path: Path) -> tuple[dict, dict[str, Tensor]]:
 
 def _load_pickled(path: Path, allow_pickle: bool) -> tuple[dict, dict[str, Tensor]]:
     """A diga 0.1 ``model.pt`` (``torch.save`` of a dict), only with the explicit opt-in."""
-    from diga.engine.checkpoint import load_checkpoint
-
     if not allow_pickle:
         raise ValueError(
             f"refused to load model file {path}: it is a pickle (a .pt file), and unpickling can run code. "

@@ -1,4 +1,5 @@
-"""Confusion matrix, per-class IoU and mIoU (dataset-wide, as the benchmarks define it)."""
+"""Confusion matrix, per-class IoU and mIoU (dataset-wide, as the benchmarks define it), and the
+precision of pseudo-labels against ground truth."""
 
 from __future__ import annotations
 
@@ -11,7 +12,43 @@ from diga import _dist
 from diga._checks import check_labels, check_ndim, check_number, check_same_shape
 from diga._ops import class_argmax, count_values
 
-__all__ = ["ConfusionMatrix", "iou_from_confusion", "miou"]
+__all__ = ["ConfusionMatrix", "iou_from_confusion", "miou", "pseudo_label_counts", "pseudo_label_precision"]
+
+
+def pseudo_label_counts(pseudo_labels: Tensor, labels: Tensor, *, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
+    """``(correct, labelled)`` pixel counts (int64 scalars) of pseudo-labels against ground truth.
+
+    A pixel is labelled where both ``pseudo_labels`` and ``labels`` differ from
+    ``ignore_index``, correct where it is labelled and the two agree. Sum the
+    counts over a dataset for its precision (never average per-image ratios).
+
+    Args:
+        pseudo_labels: ``(..., H, W)`` int pseudo-labels.
+        labels: the same shape, ground truth.
+        ignore_index: the value that carries no label in either.
+
+    Raises:
+        ValueError: the shapes differ.
+
+    Example:
+        >>> pseudo_label_counts(torch.tensor([[0, 1, 255]]), torch.tensor([[0, 2, 1]]))
+        (tensor(1), tensor(2))
+    """
+    check_same_shape(pseudo_labels, labels, "pseudo_labels", "labels")
+    labelled = (labels != ignore_index) & (pseudo_labels != ignore_index)
+    correct = labelled & (pseudo_labels == labels)
+    return correct.sum(), labelled.sum()
+
+
+def pseudo_label_precision(pseudo_labels: Tensor, labels: Tensor, *, ignore_index: int = 255) -> Tensor:
+    """Pseudo-label precision: correct / labelled pixels (:func:`pseudo_label_counts`), 0 when none is labelled.
+
+    Example:
+        >>> pseudo_label_precision(torch.tensor([[0, 1, 255]]), torch.tensor([[0, 2, 1]]))
+        tensor(0.5000)
+    """
+    correct, labelled = pseudo_label_counts(pseudo_labels, labels, ignore_index=ignore_index)
+    return correct / labelled.clamp_min(1)
 
 
 def _confusion(preds: Tensor, labels: Tensor, num_classes: int, ignore_index: int) -> Tensor:

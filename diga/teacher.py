@@ -11,25 +11,9 @@ import torch
 from torch import nn
 
 from diga._checks import check_number
+from diga._wrap import unwrap_model
 
-__all__ = ["EMATeacher", "unwrap_model"]
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP / DataParallel / ``torch.compile`` wrappers.
-
-    Example:
-        >>> net = nn.Linear(2, 2)
-        >>> unwrap_model(nn.parallel.DataParallel(net)) is net
-        True
-    """
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.parallel.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
+__all__ = ["EMATeacher"]
 
 
 def _slots(module: nn.Module, kind: str) -> list[tuple[nn.Module, str]]:

@@ -16,7 +16,8 @@ from diga import (
     FourierTranslator,
     symmetric_kd_loss,
 )
-from diga.adapter import Adapter, batch_images
+from diga.adapter import Adapter
+from diga.data.batch import batch_images
 from diga.losses import resize_logits, segmentation_ce_loss
 
 C = 4
@@ -113,7 +114,7 @@ class TestSelfTraining:
         pseudo = tgt_lbl.clone()
         bank_before = adapter.centroids.centroids.clone()
         t_logits, t_feats = adapter.teacher(tgt)
-        expected = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(bank_before))(pseudo, t_feats)
+        expected = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(bank_before))(pseudo, features=t_feats)
         out = adapter.self_training_step(
             src, lbl, tgt, pseudo, target_labels=tgt_lbl, generator=torch.Generator().manual_seed(3)
         )
@@ -210,7 +211,7 @@ class TestSelfTraining:
                 Adapter(tiny_net(), num_classes=C, labeller_refresh=bad)
 
     def test_threshold_selector(self):
-        ad = Adapter(tiny_net(), num_classes=C, selector=ConfidenceThresholdSelector(0.0))
+        ad = Adapter(tiny_net(), num_classes=C, selector=ConfidenceThresholdSelector(threshold=0.0))
         src, lbl, tgt, tgt_lbl = batch()
         out = ad.self_training_step(src, lbl, tgt, tgt_lbl, generator=torch.Generator().manual_seed(0))
         assert torch.equal(out.images["selected"], tgt_lbl)  # threshold 0 keeps everything
@@ -316,7 +317,7 @@ class TestAdapterMisc:
 
 def test_state_loads_across_selectors():
     dynamic = Adapter(tiny_net(), num_classes=C)
-    threshold = Adapter(tiny_net(seed=3), num_classes=C, selector=ConfidenceThresholdSelector(0.9))
+    threshold = Adapter(tiny_net(seed=3), num_classes=C, selector=ConfidenceThresholdSelector(threshold=0.9))
     threshold.load_state_dict(dynamic.state_dict())
     assert not any(k.startswith("selector.") for k in dynamic.state_dict())
     assert dynamic.selector.centroids is dynamic.centroids
@@ -446,7 +447,7 @@ class TestStagesAndCollapse:
         """All pseudo-labels one class, features spread over the centroids: only that class's part stays."""
         bank = ClassCentroids.from_tensor(torch.eye(C, 8))
         feats = torch.eye(C, 8)[torch.arange(16) % C].T.reshape(1, 8, 4, 4)
-        selected = DynamicPseudoLabelSelector(bank)(torch.zeros(1, 4, 4, dtype=torch.long), feats)
+        selected = DynamicPseudoLabelSelector(bank)(torch.zeros(1, 4, 4, dtype=torch.long), features=feats)
         kept = selected != 255
         assert 0 < kept.float().mean() < 0.5
         assert torch.equal(kept, (torch.arange(16) % C == 0).reshape(1, 4, 4))

@@ -106,6 +106,32 @@ def test_bad_config_key(shift, tmp_path):
         run(adapt_args(shift, tmp_path / "w", "--config", str(config)))
 
 
+def test_a_typed_flag_wins_over_the_config_file_even_when_it_equals_its_default(shift, tmp_path):
+    from diga.cli import make_parser
+    from diga.engine.trainer_cli import parse_with_config
+
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"seed": 3, "rounds": 1, "warmup_steps": 7}))
+    base = adapt_args(shift, tmp_path / "w", "--config", str(config))  # types --warmup-steps 2
+    args = parse_with_config(make_parser(), base)
+    assert (args.seed, args.rounds, args.warmup_steps) == (3, 1, 2)
+    args = parse_with_config(make_parser(), [*base, "--seed", "0"])  # 0 is --seed's default
+    assert (args.seed, args.rounds, args.warmup_steps) == (0, 1, 2)
+
+
+def test_translate_trains_a_translator_adapt_can_use_and_shares_the_run_flags(shift, tmp_path):
+    work = tmp_path / "translator"
+    argv = ["translate", "--source", "folder", "--source-root", str(shift / "source"), "--target", "folder",
+            "--target-root", str(shift / "target" / "images"), "--work-dir", str(work), "--preset", "tiny",
+            "--steps", "1", "--crop-size", "32", "48", "--batch-size", "1", "--device", "cpu",
+            "--num-workers", "0", "--image-every", "0", "--no-progress"]
+    result = run(argv)
+    assert Path(result["final"]).is_file() and result["step"] == 1
+    with pytest.raises(SystemExit, match="already holds a run"):
+        run(argv)  # an existing run needs --resume, as in `diga adapt`
+    assert run([*argv, "--resume"])["step"] == 1
+
+
 def test_cli_docs_are_generated_from_the_parsers():
     assert (ROOT / "docs" / "cli.md").read_text() == cli_markdown(), (
         "docs/cli.md is stale: regenerate it with `python -m diga cli-docs > docs/cli.md`"

@@ -44,8 +44,8 @@ def _rotate_hue(x: Tensor, turns: Tensor, fused: bool | None = None) -> Tensor:
     (``fused=True``) the same rotation without building an HSV image: value ``M = max(rgb)``,
     ``M * saturation`` and the hue in sextants (``[0, 6)``) as kornia's ``rgb_to_hsv`` makes them,
     then each channel as ``hsv_to_rgb``'s closed form ``M - M s clamp(min(k, 4 - k), 0, 1)``
-    with ``k = (phase + hue) mod 6``. About 20 pointwise kernels instead of about 75; the two
-    agree to about 1e-6 (tests hold them to 1e-5), gray and black pixels exactly.
+    with ``k = (phase + hue) mod 6``: far fewer kernel launches (counted in docs/benchmarks.md);
+    the two agree to within the tests' 1e-5, gray and black pixels exactly.
     """
     if fused is None:
         fused = x.device.type != "cpu"
@@ -68,7 +68,7 @@ def _blur(x: Tensor, size: int, sigma: float, cached: bool | None = None) -> Ten
 
     ``cached=None``: on the CPU, :func:`kornia.filters.gaussian_blur2d` itself (it has a fast CPU
     kernel); elsewhere (``cached=True``) the separable filter it calls there, with the kernel
-    built once per setting instead of rebuilt by about 36 small kernel launches per call.
+    built once per setting instead of rebuilt by small kernel launches at every call.
     """
     if cached is None:
         cached = x.device.type != "cpu"
@@ -136,8 +136,8 @@ def strong_photometric(
     the host, so a step that no image drew is skipped without a device read.
     On the CPU every step is kornia's kernel, bit for bit. Elsewhere (a GPU)
     the blur kernel is built once per setting and the hue is rotated in closed
-    form, without an HSV image (equal to kornia's ``adjust_hue`` to about
-    1e-6): about half the kernel launches of the kornia path.
+    form, without an HSV image (equal to kornia's ``adjust_hue`` within the
+    tests' 1e-5): fewer kernel launches than the kornia path (docs/benchmarks.md).
 
     Args:
         images: ``(B, 3, H, W)`` RGB floats in ``[0, 1]``.

@@ -1,6 +1,7 @@
 """Data: datasets (Cityscapes, GTA5, SYNTHIA, any folder, the built-in shift), transforms, class tables."""
 
 from diga.data._base import SegmentationDataset
+from diga.data.batch import as_batch, concat_batches, to_device
 from diga.data.cache import CachedDataset
 from diga.data.cityscapes import Cityscapes
 from diga.data.classes import (
@@ -57,8 +58,10 @@ __all__ = [
     "Resize",
     "SegmentationDataset",
     "SegmentationFolder",
-    "Synthia",
     "SyntheticShift",
+    "Synthia",
+    "as_batch",
+    "concat_batches",
     "item_generator",
     "item_name",
     "load_image",
@@ -67,4 +70,5 @@ __all__ = [
     "map_labels",
     "resize_label",
     "save_label",
+    "to_device",
 ]

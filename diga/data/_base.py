@@ -257,7 +257,7 @@ class SegmentationDataset(Dataset):
 
     Virtual indices: an index ``v >= len(self)`` reads item ``v % len(self)``
     at epoch ``self.epoch + v // len(self)``, so a sampler that counts
-    ``epoch * len + i`` (``diga.engine.StepSampler``) gets fresh, reproducible
+    ``epoch * len + i`` (``diga.engine.sampling.StepSampler``) gets fresh, reproducible
     augmentation every epoch without calling :meth:`set_epoch`. Iterating the
     dataset directly stops after ``len(self)`` items.
     """

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from diga._checks import check_number
+from diga._io import atomic_write_json
 
 __all__ = ["RareClassSampling", "class_pixel_counts"]
 
@@ -88,8 +89,6 @@ class RareClassSampling(Dataset):
         if counts is None:
             counts = class_pixel_counts(dataset, num_classes, progress=progress)
             if stats_file is not None:
-                from diga.engine.checkpoint import atomic_write_json
-
                 atomic_write_json(stats_file, counts.tolist())
         freq = counts.sum(0).double()
         freq = freq / freq.sum().clamp_min(1)

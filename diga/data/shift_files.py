@@ -35,9 +35,9 @@ def write_shift_folders(
 
     from PIL import Image
 
+    from diga._io import atomic_write_bytes, atomic_write_text
     from diga.data.io import save_label
     from diga.data.synthetic import SyntheticShift
-    from diga.engine.checkpoint import atomic_write_bytes, atomic_write_text
 
     for name, value in (("source_items", source_items), ("target_items", target_items),
                         ("val_items", val_items)):

@@ -1,80 +1,37 @@
-"""What every trainer shares: stages, checkpoints and resume, run guards, distributed set-up, logging, plots."""
+"""The trainers' entry points: the DiGA pipeline and its recipes, one training stage, evaluation and
+pseudo-labels, the translator trainer, and the distributed set-up they run under.
 
-from diga.engine.checkpoint import (
-    WriteError,
-    atomic_save,
-    atomic_write_json,
-    atomic_write_text,
-    get_rng_state,
-    load_checkpoint,
-    set_rng_state,
-)
-from diga.engine.distributed import (
-    DistInfo,
-    cleanup_distributed,
-    resolve_device,
-    setup_distributed,
-    step_generator,
-    unused_parameters,
-    wrap_ddp,
-)
-from diga.engine.guards import DivergenceGuard, TrainingDiverged, WorkDirBusy, work_dir_lock
-from diga.engine.log import JsonlLogger, progress, scalars
-from diga.engine.plots import colorize, image_grid, line_plot, save_png
-from diga.engine.sampling import StepSampler, VirtualIndex, infinite_loader
-from diga.engine.stages import (
-    CollapseError,
-    CollapseWarning,
-    OptimConfig,
-    as_batch,
-    autocast_context,
-    evaluate,
-    generate_pseudo_labels,
-    make_optimizer,
-    stage_checkpoint,
-    train_stage,
-)
+What the entry points share (checkpoints, loaders, logging, plots, guards) lives in the
+submodules (``diga.engine.checkpoint``, ``.sampling``, ``.log``, ``.plots``, ``.guards``,
+``.distributed``, ``.loop``, ``.optim``) and is imported from there.
+"""
+
+from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
+from diga.engine.evaluation import evaluate, generate_pseudo_labels
+from diga.engine.guards import TrainingDiverged, WorkDirBusy
+from diga.engine.optim import OptimConfig
+from diga.engine.pipeline import DataSpec, run_pipeline
+from diga.engine.recipes import Recipe, StageRecipe, get_recipe
+from diga.engine.stages import CollapseError, CollapseWarning, train_stage
 from diga.engine.translator_training import TranslatorConfig, train_translator
 
 __all__ = [
     "CollapseError",
     "CollapseWarning",
+    "DataSpec",
     "DistInfo",
-    "DivergenceGuard",
-    "JsonlLogger",
     "OptimConfig",
-    "StepSampler",
+    "Recipe",
+    "StageRecipe",
     "TrainingDiverged",
     "TranslatorConfig",
-    "VirtualIndex",
     "WorkDirBusy",
-    "WriteError",
-    "as_batch",
-    "atomic_save",
-    "atomic_write_json",
-    "atomic_write_text",
-    "autocast_context",
     "cleanup_distributed",
-    "colorize",
     "evaluate",
     "generate_pseudo_labels",
-    "get_rng_state",
-    "image_grid",
-    "infinite_loader",
-    "line_plot",
-    "load_checkpoint",
-    "make_optimizer",
-    "progress",
-    "resolve_device",
-    "save_png",
-    "scalars",
-    "set_rng_state",
+    "get_recipe",
+    "run_pipeline",
     "setup_distributed",
-    "stage_checkpoint",
-    "step_generator",
     "train_stage",
     "train_translator",
-    "unused_parameters",
-    "work_dir_lock",
-    "wrap_ddp",
 ]

@@ -120,13 +120,15 @@ def unused_parameters(model: torch.nn.Module, *, size: tuple[int, int] = (64, 64
     return unused
 
 
-def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+def wrap_ddp(model: torch.nn.Module, info: DistInfo, *, find_unused: bool | None = None) -> torch.nn.Module:
     """``DistributedDataParallel`` around ``model`` (no-op in one process), finding unused parameters
-    only when the model has some."""
+    only when the model has some (``find_unused=None``: one dry run of :func:`unused_parameters` tells;
+    True / False when the caller knows, as the translator's networks, which use every parameter)."""
     if info.world_size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    find_unused = bool(unused_parameters(model))
+    if find_unused is None:
+        find_unused = bool(unused_parameters(model))
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)

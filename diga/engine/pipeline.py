@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from diga._wrap import unwrap_model
 from diga.adapter import Adapter
 from diga.augment import StrongPhotometric
 from diga.engine.checkpoint import atomic_save, atomic_write_json, load_checkpoint
@@ -22,7 +23,6 @@ from diga.engine.plots import line_plot, save_png
 from diga.engine.recipes import Recipe, StageRecipe
 from diga.engine.stages import evaluate, generate_pseudo_labels, stage_checkpoint, train_stage
 from diga.inference import export_model
-from diga.teacher import unwrap_model
 
 #: The model file a run leaves in its work dir (safetensors: weights and metadata, no code).
 MODEL_FILE = "model.safetensors"
@@ -203,7 +203,7 @@ def run_pipeline(
         """``model.safetensors`` (what ``diga predict`` loads) of the latest stage, when the model allows it."""
         if not dist.is_main or getattr(unwrap_model(adapter.student).model, "diga_config", None) is None:
             return
-        export_model(adapter, work_dir / MODEL_FILE, classes=data.classes, palette=data.palette,
+        export_model(adapter.student, work_dir / MODEL_FILE, classes=data.classes, palette=data.palette,
                      ignore_index=adapter.ignore_index, extra={"stage": name, "recipe": recipe.name})
 
     def record(name: str) -> None:

@@ -1,4 +1,6 @@
-"""Pictures without matplotlib: label colouring, image grids and line plots on PIL."""
+"""Pictures: label colouring, image grids (``torchvision.utils.make_grid``, with row labels) and line
+plots (matplotlib, the optional extra ``pip install diga[plots]``; PIL draws a plain fallback that
+says matplotlib is missing)."""
 
 from __future__ import annotations
 
@@ -36,16 +38,56 @@ def colorize(labels: Tensor, palette: Sequence[Sequence[int]], *, ignore_index: 
     return table[idx].movedim(-1, -3)
 
 
-def image_grid(rows: Mapping[str, Tensor], *, pad: int = 2) -> Image.Image:
-    """Stack rows of ``(N, 3, H, W)`` images in [0, 1] (every row the same N, H, W) into one picture."""
+def image_grid(
+    rows: Mapping[str, Tensor], *, pad: int = 2, labels: bool = False, scale: int = 1
+) -> Image.Image:
+    """Stack rows of ``(N, 3, H, W)`` images in [0, 1] (every row the same N, H, W) into one picture.
+
+    Each row is one :func:`torchvision.utils.make_grid` (``pad`` white pixels between
+    and around the tiles), the rows one under the other.
+
+    Args:
+        rows: row name -> images.
+        pad: white border, in pixels.
+        labels: write each row's name in a white column on the left.
+        scale: enlarge every tile by this integer factor (nearest), so small images can be read.
+
+    Example:
+        >>> img = image_grid({"source": torch.rand(2, 3, 8, 8), "target": torch.rand(2, 3, 8, 8)}, pad=1)
+        >>> img.size
+        (19, 20)
+        >>> image_grid({"source": torch.rand(2, 3, 8, 8)}, labels=True, scale=2).size[0] > 2 * 2 * 8
+        True
+    """
+    from torchvision.utils import make_grid
+
+    if not rows:
+        raise ValueError("`rows` must hold at least one row of images, got none")
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"`scale` must be a whole number >= 1, got {scale!r}")
     tiles = []
     for batch in rows.values():
         batch = batch.detach().float().cpu().clamp(0, 1)
-        row = torch.cat([torch.nn.functional.pad(x, (pad, pad, pad, pad), value=1.0) for x in batch], dim=-1)
-        tiles.append(row)
+        if scale > 1:
+            batch = torch.nn.functional.interpolate(batch, scale_factor=scale, mode="nearest")
+        if batch.shape[0] == 1:  # make_grid returns a lone image as it is: give it the same border
+            tiles.append(torch.nn.functional.pad(batch[0], (pad, pad, pad, pad), value=1.0))
+        else:
+            tiles.append(make_grid(batch, nrow=batch.shape[0], padding=pad, pad_value=1.0))
     grid = torch.cat(tiles, dim=-2)
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(array)
+    image = Image.fromarray(array)
+    if not labels:
+        return image
+    draw = ImageDraw.Draw(image)
+    width = max(int(draw.textlength(name)) for name in rows) + 8
+    out = Image.new("RGB", (image.width + width, image.height), "white")
+    out.paste(image, (width, 0))
+    draw = ImageDraw.Draw(out)
+    row_h = image.height / len(rows)
+    for k, name in enumerate(rows):
+        draw.text((4, int(k * row_h + row_h / 2) - 5), name, fill="black")
+    return out
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> None:
@@ -67,16 +109,72 @@ def line_plot(
     ylabel: str = "",
     size: tuple[int, int] = (640, 400),
 ) -> Image.Image:
-    """A plain line plot (one polyline and legend entry per series), drawn with PIL.
+    """A line plot, one line and legend entry per series (NaN values leave gaps).
+
+    Drawn with matplotlib (``pip install diga[plots]``); without it, a plain PIL
+    fallback that says so in its corner.
 
     Args:
         series: name -> (xs, ys).
+        title, xlabel, ylabel: the axes' text (give the units the tables use).
+        size: ``(width, height)`` in pixels.
 
     Example:
         >>> img = line_plot({"mIoU": ([0, 1, 2], [0.1, 0.3, 0.4])}, title="t")
         >>> img.size
         (640, 400)
     """
+    plt = _matplotlib()
+    if plt is None:
+        return _pil_line_plot(series, title=title, xlabel=xlabel, ylabel=ylabel, size=size)
+    import io
+
+    w, h = size
+    fig, ax = plt.subplots(figsize=(w / 100, h / 100), dpi=100)
+    try:
+        for name, (xs, ys) in series.items():
+            ax.plot(list(xs), [float(y) for y in ys], marker="o", markersize=3, label=name)
+        if not series or not any(len(xs) for xs, _ in series.values()):
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if series:
+            ax.legend(loc="best", fontsize="small")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def _matplotlib():
+    """``matplotlib.pyplot`` on the Agg backend, or None when matplotlib is not installed."""
+    import sys
+
+    try:
+        import matplotlib
+
+        if "matplotlib.pyplot" not in sys.modules:  # keep a backend the user chose
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _pil_line_plot(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    size: tuple[int, int],
+) -> Image.Image:
+    """The fallback of :func:`line_plot` without matplotlib: polylines and a legend on PIL."""
     w, h = size
     left, right, top, bottom = 60, 20, 30, 45
     img = Image.new("RGB", size, "white")
@@ -121,4 +219,5 @@ def line_plot(
     draw.text((left, 8), title, fill="black")
     draw.text((w // 2 - 20, h - 18), xlabel, fill="black")
     draw.text((4, top - 22), ylabel, fill="black")
+    draw.text((w - 250, 8), "matplotlib missing: pip install diga[plots]", fill=(127, 127, 127))
     return img

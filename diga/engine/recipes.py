@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from diga.engine.stages import OptimConfig
+from diga.engine.optim import OptimConfig
 
 __all__ = ["Recipe", "StageRecipe", "get_recipe", "list_recipes"]
 

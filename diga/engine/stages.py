@@ -1,32 +1,33 @@
-"""The stages every trainer runs: a resumable training loop, pseudo-labels, evaluation."""
+"""One DiGA training stage (source-only, warm-up, self-training) on the shared resumable loop.
+
+The stage's optimiser lives in :mod:`diga.engine.optim`, its batches in :mod:`diga.data.batch`,
+evaluation and pseudo-labels in :mod:`diga.engine.evaluation`; their names are re-exported here.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from diga import _dist
 from diga._checks import check_number
-from diga._ops import class_argmax
 from diga.adapter import Adapter, StepOutput
-from diga.engine.checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from diga.data.batch import as_batch, concat_batches, to_device
+from diga.engine.checkpoint import atomic_save
 from diga.engine.distributed import DistInfo, step_generator
+from diga.engine.evaluation import evaluate, generate_pseudo_labels
 from diga.engine.guards import DivergenceGuard, TrainingDiverged
-from diga.engine.log import JsonlLogger, progress, scalars
+from diga.engine.log import scalars
+from diga.engine.loop import ResumableLoop, stage_checkpoint
+from diga.engine.optim import OptimConfig, autocast_context, make_optimizer, optimizer_step
 from diga.engine.plots import colorize, image_grid, save_png
 from diga.engine.sampling import infinite_loader
-from diga.metrics import ConfusionMatrix
-from diga.models import param_groups
 
 __all__ = [
     "CollapseError",
@@ -67,90 +68,6 @@ def collapse_message(stage: str, step: int, values: Mapping[str, float]) -> str:
     )
 
 
-@dataclass
-class OptimConfig:
-    """Optimiser and schedule of one stage (the paper: SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9,
-    head at 10x)."""
-
-    optimizer: str = "sgd"
-    lr: float = 2.5e-4
-    head_lr_mult: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    power: float = 0.9
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"`optimizer` must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
-        check_number(self.lr, "lr", low=0, low_open=True)
-        check_number(self.head_lr_mult, "head_lr_mult", low=0, low_open=True)
-        check_number(self.power, "power", low=0)
-
-
-def make_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int):
-    """Optimiser over the encoder (lr) and the rest (lr x head_lr_mult), with a poly schedule."""
-    groups = param_groups(model, cfg.lr, head_lr_mult=cfg.head_lr_mult)
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = max(1, total_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: max(0.0, 1.0 - min(step, total) / total) ** cfg.power
-    )
-    return opt, sched
-
-
-def as_batch(batch: Any) -> dict[str, Any]:
-    """A dataset batch as a dict: ``(image, label[, pseudo_label])`` tuples become named entries."""
-    if isinstance(batch, Mapping):
-        return dict(batch)
-    if isinstance(batch, Tensor):
-        return {"image": batch}
-    if isinstance(batch, (tuple, list)):
-        names = ("image", "label", "pseudo_label")
-        return {k: v for k, v in zip(names, batch, strict=False)}
-    raise ValueError(f"a batch must be a dict, tuple or tensor, got {type(batch).__name__}")
-
-
-def autocast_context(device: torch.device, amp: bool | str):
-    """``torch.autocast`` for ``amp`` (True: bf16 where supported, else fp16; or 'bf16'/'fp16')."""
-    if not amp:
-        return contextlib.nullcontext(), None
-    if amp is True:
-        if device.type == "cuda":
-            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            amp = "bf16"
-    if amp not in ("bf16", "fp16"):
-        raise ValueError(f"`amp` must be True, False, 'bf16' or 'fp16', got {amp!r}")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler(device.type) if (amp == "fp16" and device.type == "cuda") else None
-    return torch.autocast(device_type=device.type, dtype=dtype), scaler
-
-
-def stage_checkpoint(work_dir: str | os.PathLike, stage: str, kind: str = "last") -> Path:
-    """``<work_dir>/checkpoints/<stage>_<kind>.pt`` (kind: last, final, best)."""
-    return Path(work_dir) / "checkpoints" / f"{stage}_{kind}.pt"
-
-
-def concat_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Concatenate dict batches along dim 0 (tensors) or as lists (anything else), key by key."""
-    if len(batches) == 1:
-        return batches[0]
-    keys = [k for k in batches[0] if all(k in b for b in batches)]
-    out: dict[str, Any] = {}
-    for k in keys:
-        values = [b[k] for b in batches]
-        if all(isinstance(v, Tensor) for v in values):
-            out[k] = torch.cat(values)
-        else:
-            out[k] = [x for v in values for x in (v if isinstance(v, (list, tuple)) else [v])]
-    return out
-
-
 def _sources(data: Dataset | Sequence[tuple[Dataset, int]] | None, batch_size: int | None, name: str):
     """Normalise a dataset or a batch composition ``[(dataset, per_step), ...]`` to the latter."""
     if data is None:
@@ -165,10 +82,6 @@ def _sources(data: Dataset | Sequence[tuple[Dataset, int]] | None, batch_size: i
             f"`{name}` must be a Dataset or a non-empty list of (Dataset, batch size > 0) pairs, got {data!r}"
         )
     return parts
-
-
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
 
 
 def run_step(adapter: Adapter, stage: str, src: dict, tgt: dict | None, generator) -> StepOutput:
@@ -187,19 +100,6 @@ def run_step(adapter: Adapter, stage: str, src: dict, tgt: dict | None, generato
     )
 
 
-def optimizer_step(loss: Tensor, optimizer, scheduler, scaler=None) -> None:
-    """Backward (scaled when fp16 AMP gives a ``scaler``), optimiser and schedule step, gradients cleared."""
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-
-
 def _save_images(out: StepOutput, path: Path, palette, ignore_index: int, max_items: int = 4) -> None:
     rows = {}
     for name, tensor in out.images.items():
@@ -210,7 +110,7 @@ def _save_images(out: StepOutput, path: Path, palette, ignore_index: int, max_it
             rows[name] = colorize(t, palette, ignore_index=ignore_index)
     if rows:
         n = min(r.shape[0] for r in rows.values())
-        save_png(image_grid({k: v[:n] for k, v in rows.items()}), path)
+        save_png(image_grid({k: v[:n] for k, v in rows.items()}, labels=True), path)
 
 
 def train_stage(
@@ -284,21 +184,29 @@ def train_stage(
     dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
     device = dist.device
     work_dir = Path(work_dir)
-    last_path = stage_checkpoint(work_dir, name, "last")
-    final_path = stage_checkpoint(work_dir, name, "final")
     best_path = stage_checkpoint(work_dir, name, "best")
 
     optimizer, scheduler = make_optimizer(adapter.student, optim, steps)
     autocast, scaler = autocast_context(device, amp)
-    start, history, best = 0, [], None
-    if resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, map_location=device)
+    history, best = [], None
+
+    def state(step: int, rng: Any) -> dict[str, Any]:
+        return {"stage": name, "step": step, "adapter": adapter.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": None if scaler is None else scaler.state_dict(), "rng": rng,
+                "history": history, "best": best, "config": dict(config or {})}
+
+    loop = ResumableLoop(name, steps=steps, work_dir=work_dir, dist=dist, state=state, resume=resume,
+                         log_every=log_every, checkpoint_every=checkpoint_every, stop_after=stop_after,
+                         show_progress=show_progress)
+    start, ckpt = loop.start, loop.checkpoint
+    if ckpt is not None:
         adapter.load_state_dict(ckpt["adapter"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
-        start, history, best = ckpt["step"], ckpt.get("history", []), ckpt.get("best")
+        history, best = ckpt.get("history", []), ckpt.get("best")
 
     def loaders(parts, stream: int):
         return [
@@ -312,47 +220,25 @@ def train_stage(
     def next_batch(iters) -> dict[str, Any] | None:
         if not iters:
             return None
-        return _to(concat_batches([as_batch(next(it)) for it in iters]), device)
+        return to_device(concat_batches([as_batch(next(it)) for it in iters]), device)
 
     src_iters = loaders(source_parts, 0)
     tgt_iters = loaders(target_parts, 1)
-    # Records up to the checkpointed step were written before the checkpoint: keep them.
-    logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=name,
-                         resume_step=start + 1 if start > 0 else None, tensorboard=work_dir / "tensorboard")
-
-    def save_last(step: int) -> None:
-        rng = get_rng_state()
-        if dist.world_size > 1:
-            gathered = [None] * dist.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered
-        if dist.is_main:
-            atomic_save(
-                {"stage": name, "step": step, "adapter": adapter.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": None if scaler is None else scaler.state_dict(), "rng": rng,
-                 "history": history, "best": best, "config": dict(config or {})},
-                last_path,
-            )
-        _dist.barrier()
+    logger = loop.open_logger()
 
     # The global RNG (dropout, ...) is set last: building the loaders above draws from it.
-    if start == 0:
+    if not loop.restore_rng():
         # Each stage starts from its own seed, so a run resumed at any stage boundary repeats
         # the uninterrupted run (dropout and other global-RNG draws included).
         stage_seed = step_generator(seed, 0, stream=zlib.crc32(name.encode()) % 10_007, rank=dist.rank)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=stage_seed)))
-    else:
-        set_rng_state(ckpt["rng"][dist.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
     adapter.train()
     guard = DivergenceGuard(name, scaler=scaler)
-    bar = progress(total=steps, desc=name, enabled=show_progress and dist.is_main, initial=start)
-    step = start
     warned = False
-    for step in range(start, steps):
-        if stop_after is not None and step - start >= stop_after:
-            bar.close()
-            return {"step": step, "history": history, "best": best, "stopped": True}
+    out: StepOutput | None = None
+
+    def train(step: int) -> None:
+        nonlocal out
         src = next_batch(src_iters)
         tgt = next_batch(tgt_iters)
         gen = step_generator(seed, step, stream=zlib.crc32(name.encode()) % 10_007, rank=dist.rank)
@@ -361,22 +247,21 @@ def train_stage(
         optimizer_step(out.loss, optimizer, scheduler, scaler)
         guard.check(step + 1, out.loss)  # a NaN loss stops the stage before a checkpoint holds it
         adapter.update_teacher()
-        bar.update(1)
 
-        done = step + 1
-        if log_every and (done % log_every == 0 or done == steps):
+    def report(done: int) -> None:
+        nonlocal warned, best
+        if loop.should_log(done):
             values = scalars(out.parts)
             values["lr"] = optimizer.param_groups[0]["lr"]
             logger.log(done, values)
-            bar.set_postfix(loss=f"{values.get('loss', float('nan')):.3f}")
+            loop.bar.set_postfix(loss=f"{values.get('loss', float('nan')):.3f}")
             if values.get("collapse", 0) > 0:
                 message = collapse_message(name, done, values)
                 if stop_on_collapse:
-                    bar.close()
                     logger.close()
                     raise CollapseError(message)
                 if not warned:
-                    warnings.warn(message, CollapseWarning, stacklevel=2)
+                    warnings.warn(message, CollapseWarning, stacklevel=4)
                     warned = True
         if image_every and dist.is_main and (done % image_every == 0 or done == 1):
             _save_images(out, work_dir / "images" / f"{name}_{done:06d}.png", palette, adapter.ignore_index)
@@ -393,107 +278,10 @@ def train_stage(
                     atomic_save({"adapter": adapter.state_dict(), "record": record,
                                  "note": "best by validation mIoU: not an unbiased result",
                                  "config": dict(config or {})}, best_path)
-        if checkpoint_every and (done % checkpoint_every == 0) and done < steps:
-            save_last(done)
-    bar.close()
-    logger.close()
-    save_last(steps)
-    if dist.is_main:
-        atomic_save({"adapter": adapter.state_dict(), "stage": name, "step": steps,
-                     "history": history, "best": best, "config": dict(config or {})}, final_path)
-    _dist.barrier()
+
+    stopped = loop.run(train, report)
+    if stopped is not None:
+        return {"step": stopped, "history": history, "best": best, "stopped": True}
+    loop.finish({"adapter": adapter.state_dict(), "stage": name, "step": steps,
+                 "history": history, "best": best, "config": dict(config or {})})
     return {"step": steps, "history": history, "best": best}
-
-
-# ------------------------------------------------------------------- pseudo-labels
-@torch.no_grad()
-def generate_pseudo_labels(
-    adapter: Adapter,
-    dataset: Dataset,
-    out_dir: str | os.PathLike,
-    *,
-    scales: Sequence[float] = (1.0, 0.5),
-    dist: DistInfo | None = None,
-    amp: bool | str = False,
-    palette: Sequence[Sequence[int]] | None = None,
-    show_progress: bool = True,
-) -> int:
-    """Label every target image with the student's multi-scale max fusion and write it to disk.
-
-    Streams one image at a time (host memory does not grow with the set; the
-    paper's script holds a float64 array of the whole set). Each rank writes
-    the items ``i`` with ``i % world_size == rank``; files are written atomically
-    as ``<out_dir>/<name>.png`` (uint8 train ids); existing files that are whole
-    PNGs of the image's size are kept, so a killed run resumes (a truncated or
-    foreign file is written again: :func:`~diga.data.pseudo.label_file_fits`).
-    Items are ``(image, ...)`` tuples or dicts with ``"image"`` (and ``"name"``,
-    else the index names the file).
-
-    Returns:
-        The number of files this rank wrote.
-    """
-    from diga.data.io import save_label
-    from diga.data.pseudo import item_name, label_file_fits
-
-    dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    autocast, _ = autocast_context(dist.device, amp)
-    indices = range(dist.rank, len(dataset), dist.world_size)
-    written = 0
-    for i in progress(indices, desc="pseudo-labels", enabled=show_progress and dist.is_main):
-        item = dataset[i]
-        name = item_name(item, i)
-        path = out_dir / f"{name}.png"
-        image = as_batch(item)["image"].unsqueeze(0).to(dist.device)
-        if label_file_fits(path, image.shape[-2:]):
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with autocast:
-            logits = adapter.predict(image, scales)
-        save_label(path, class_argmax(logits)[0].to(torch.uint8).cpu(), palette=palette)
-        written += 1
-    _dist.barrier()
-    return written
-
-
-# ---------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(
-    adapter: Adapter,
-    dataset: Dataset,
-    *,
-    num_classes: int,
-    scales: Sequence[float] = (1.0, 0.5),
-    batch_size: int = 1,
-    dist: DistInfo | None = None,
-    amp: bool | str = False,
-    classes: Sequence[int] | None = None,
-    model: str = "student",
-    show_progress: bool = False,
-    num_workers: int = 0,
-) -> dict[str, Any]:
-    """Dataset-wide per-class IoU and mIoU of multi-scale predictions (ranks share the set).
-
-    Returns:
-        ``{"miou": float, "iou": [C floats, NaN where a class is absent], "miou_subset": float}``
-        (the last only with ``classes``, e.g. SYNTHIA's 13).
-    """
-    dist = dist or DistInfo(0, 1, 0, next(adapter.parameters()).device)
-    subset = torch.utils.data.Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))
-    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    cm = ConfusionMatrix(num_classes, ignore_index=adapter.ignore_index).to(dist.device)
-    autocast, _ = autocast_context(dist.device, amp)
-    for batch in progress(loader, desc="evaluate", enabled=show_progress and dist.is_main):
-        batch = _to(as_batch(batch), dist.device)
-        if "label" not in batch:
-            raise ValueError("evaluation needs labelled items (a 'label' entry), got none")
-        with autocast:
-            logits = adapter.predict(batch["image"], scales, model=model)
-        cm.update(class_argmax(logits), batch["label"])
-    out = cm.compute()
-    result = {"miou": float(out["miou"]), "iou": out["iou"].tolist()}
-    if classes is not None:
-        result["miou_subset"] = float(cm.compute(classes=classes)["miou"])
-    return result
-

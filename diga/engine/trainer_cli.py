@@ -20,13 +20,16 @@ from diga.engine.pipeline import DataSpec, run_pipeline
 from diga.engine.recipes import Recipe, get_recipe
 
 __all__ = [
+    "add_run_args",
     "add_trainer_args",
-    "apply_config",
     "benchmark_parser",
     "build_model",
     "build_translator",
+    "check_work_dir",
+    "config_defaults",
     "load_config_file",
     "parse_with_config",
+    "resolve_workers",
     "run_benchmark_trainer",
     "run_trainer",
 ]
@@ -38,14 +41,14 @@ _SOURCES = {  # benchmark: (--source-root help, name in --source-list's help)
 }
 
 
-def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argparse.ArgumentParser:
-    """Add the flags every trainer shares; help texts give each default and the paper's value."""
+def add_run_args(parser: argparse.ArgumentParser, *, work_dir: str, what: str,
+                 preset_help: str) -> argparse._ArgumentGroup:
+    """The "run" flags every trainer shares (DiGA's and the translator's): ``--work-dir``,
+    ``--preset``, ``--resume``, ``--device``, ``--seed``, ``--amp``, ``--num-workers``,
+    ``--no-progress`` and ``--config``; ``what`` says what goes into the work dir."""
     g = parser.add_argument_group("run")
-    g.add_argument("--work-dir", default="runs/diga", help="where checkpoints, logs, pseudo-labels and "
-                   "results go (default: %(default)s)")
-    g.add_argument("--preset", choices=("paper", "tiny"), default="paper",
-                   help="'paper': the paper's recipe; 'tiny': every stage for a few steps at small crops, "
-                        "to check a pipeline on CPU in minutes (default: %(default)s)")
+    g.add_argument("--work-dir", default=work_dir, help=f"where {what} go (default: %(default)s)")
+    g.add_argument("--preset", choices=("paper", "tiny"), default="paper", help=preset_help)
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --work-dir: finished stages are skipped, the interrupted one "
                         "resumes at its last checkpoint with the same data order (default: off; without it an "
@@ -60,7 +63,15 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
                    "process (default: min(4, CPU count); paper: 1)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g.add_argument("--config", default=None, help="YAML or JSON file whose keys set any of these flags "
-                   "(command-line flags win); the resolved config is written to <work-dir>/config.json")
+                   "(command-line flags win); the resolved config is written to the work dir")
+    return g
+
+
+def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argparse.ArgumentParser:
+    """Add the flags every DiGA trainer shares; help texts give each default and the paper's value."""
+    add_run_args(parser, work_dir="runs/diga", what="checkpoints, logs, pseudo-labels and results",
+                 preset_help="'paper': the paper's recipe; 'tiny': every stage for a few steps at small crops, "
+                             "to check a pipeline on CPU in minutes (default: %(default)s)")
 
     m = parser.add_argument_group("model")
     m.add_argument("--model", default=PAPER_MODEL[0], help="any name of diga.list_models(): smp "
@@ -77,7 +88,7 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
 
     r = parser.add_argument_group("recipe overrides")
     r.add_argument("--translator", default="fourier", help="'fourier' (zero-training FDA), 'none', or the "
-                   "path of a learned translator checkpoint from examples/train_translator.py "
+                   "path of a learned translator checkpoint from `diga translate` "
                    "(default: %(default)s; paper: learned)")
     r.add_argument("--fourier-beta", type=float, default=paper.fourier_beta, help="FDA band "
                    f"(default: %(default)s; paper: {paper.fourier_beta})")
@@ -133,20 +144,20 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Fill flags the command line left at their default from the ``--config`` file (flags win)."""
-    values = load_config_file(args.config)
+def config_defaults(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The ``--config`` file's values for ``parser``'s flags, converted and checked as the command line would.
+
+    Raises:
+        ValueError: a key that is no flag of ``parser`` (the valid ones are named), or a value
+            of the wrong type or out of the flag's choices (the key and value are named).
+    """
+    values = load_config_file(path)
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "func")}
-    defaults = {dest: a.default for dest, a in actions.items()}
-    unknown = sorted(set(values) - set(defaults))
+    unknown = sorted(set(values) - set(actions))
     if unknown:
-        raise ValueError(f"--config {args.config}: unknown keys {unknown}; valid keys are the flag names "
+        raise ValueError(f"--config {path}: unknown keys {unknown}; valid keys are the flag names "
                          "(with - or _), such as 'warmup_steps'")
-    for key, value in values.items():
-        value = _config_value(actions[key], value, args.config)
-        if getattr(args, key) == defaults.get(key):
-            setattr(args, key, value)
-    return args
+    return {key: _config_value(actions[key], value, path) for key, value in values.items()}
 
 
 def _config_value(action: argparse.Action, value: Any, origin: str) -> Any:
@@ -186,10 +197,31 @@ def _type_name(action: argparse.Action) -> str:
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse flags; values from ``--config`` fill in what the command line leaves at its default."""
+    """Parse flags, with a ``--config`` file's values as the flags' defaults: a typed flag always wins.
+
+    The file's values go through ``parser.set_defaults`` (of the chosen sub-command's parser,
+    when ``parser`` has sub-commands) and the command line is parsed again over them, so a
+    flag given on the command line wins even when it equals the flag's own default.
+
+    Example:
+        >>> import json, tempfile, pathlib
+        >>> p = argparse.ArgumentParser()
+        >>> _ = p.add_argument("--config"); _ = p.add_argument("--steps", type=int, default=10)
+        >>> cfg = pathlib.Path(tempfile.mkdtemp()) / "c.json"
+        >>> _ = cfg.write_text(json.dumps({"steps": 5}))
+        >>> parse_with_config(p, ["--config", str(cfg)]).steps
+        5
+        >>> parse_with_config(p, ["--config", str(cfg), "--steps", "10"]).steps  # typed, equal to the default
+        10
+    """
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
-        apply_config(args, parser)
+        target = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                target = action.choices[getattr(args, action.dest)]
+        target.set_defaults(**config_defaults(args.config, target))
+        args = parser.parse_args(argv)
     return args
 
 
@@ -219,7 +251,7 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
 
 def build_translator(spec: str, fourier_beta: float):
     """``'fourier'``, ``'none'``, or a learned translator checkpoint path."""
-    from diga.augment import FourierTranslator
+    from diga.translation import FourierTranslator
 
     if spec == "none":
         return None
@@ -230,12 +262,13 @@ def build_translator(spec: str, fourier_beta: float):
         raise FileNotFoundError(
             f"--translator must be 'fourier', 'none' or a translator checkpoint; file not found: {path}"
         )
-    from diga.models.translator import LearnedTranslator
+    from diga.translation import LearnedTranslator
 
     return LearnedTranslator.from_checkpoint(path)
 
 
-def _check_work_dir(work_dir: Path, resume: bool, dist: DistInfo) -> None:
+def check_work_dir(work_dir: Path, resume: bool) -> None:
+    """Without ``--resume``, a work dir that already holds checkpoints is an error (exit status 2)."""
     existing = (work_dir / "checkpoints").is_dir() and any((work_dir / "checkpoints").iterdir())
     if existing and not resume:
         raise SystemExit(
@@ -271,7 +304,7 @@ def run_trainer(
 def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, recipe: Recipe, dist: DistInfo,
                 work_dir: Path) -> dict[str, Any]:
     """What :func:`run_trainer` does while it holds the work dir's lock."""
-    _check_work_dir(work_dir, args.resume, dist)
+    check_work_dir(work_dir, args.resume)
     torch.manual_seed(args.seed)
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -287,14 +320,14 @@ def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, r
     config = {"benchmark": benchmark, "args": {k: v for k, v in vars(args).items() if not callable(v)}}
     return run_pipeline(
         recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
-        seed=args.seed, amp=args.amp, num_workers=_workers(args.num_workers), resume=args.resume,
+        seed=args.seed, amp=args.amp, num_workers=resolve_workers(args.num_workers), resume=args.resume,
         show_progress=not args.no_progress, config=config, stop_on_collapse=args.stop_on_collapse,
         adapter_kwargs={"target_bn_leak": args.target_bn_leak,
                         "teacher_train_mode": args.teacher_train_mode},
     )
 
 
-def _workers(requested: int | None) -> int:
+def resolve_workers(requested: int | None) -> int:
     """``--num-workers``, or min(4, CPU count) when not given (more only oversubscribes small machines)."""
     if requested is None:
         return min(4, os.cpu_count() or 1)

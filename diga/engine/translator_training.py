@@ -15,7 +15,7 @@ The paper's ``train_domain_translator.py``, step by step:
    poly decay (power 0.9) over 50k steps; two images per domain per step.
 
 Only the source -> target generator is kept (``translator_final.pt``), and
-:meth:`diga.models.translator.LearnedTranslator.from_checkpoint` loads it.
+:meth:`diga.translation.LearnedTranslator.from_checkpoint` loads it.
 """
 
 from __future__ import annotations
@@ -32,29 +32,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from diga import _dist
 from diga._checks import check_images, check_number
+from diga.data.batch import as_batch, to_device
 from diga.engine.checkpoint import (
-    atomic_save,
     atomic_write_json,
-    get_rng_state,
-    load_checkpoint,
-    set_rng_state,
 )
-from diga.engine.distributed import DistInfo, resolve_device
+from diga.engine.distributed import DistInfo, resolve_device, wrap_ddp
 from diga.engine.guards import DivergenceGuard
-from diga.engine.log import JsonlLogger, progress, scalars
+from diga.engine.log import scalars
+from diga.engine.loop import ResumableLoop, backward_step, poly_schedule
+from diga.engine.optim import autocast_context
 from diga.engine.plots import image_grid, save_png
 from diga.engine.sampling import infinite_loader
-from diga.engine.stages import as_batch, autocast_context, stage_checkpoint
-from diga.losses.translator_losses import (
+from diga.translation import (
     PAPER_LAYER_WEIGHTS,
+    MultiScaleDiscriminator,
+    TranslatorGenerator,
     lsgan_loss,
     perceptual_loss,
     reconstruction_loss,
     semantic_edge_loss,
+    translator_checkpoint,
 )
-from diga.models.translator import MultiScaleDiscriminator, TranslatorGenerator, translator_checkpoint
 
 __all__ = ["TranslatorConfig", "train_translator"]
 
@@ -213,27 +212,6 @@ class _CriticPair(nn.Module):
         return loss_t, loss_s
 
 
-def _ddp(module: nn.Module, dist: DistInfo) -> nn.Module:
-    """DDP around ``module`` (no-op in one process). Every parameter is used every step, so unlike
-    :func:`~diga.engine.wrap_ddp` no dry run looks for unused ones."""
-    if dist.world_size == 1:
-        return module
-    from torch.nn.parallel import DistributedDataParallel
-
-    device_ids = [dist.device.index] if dist.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
-
-
-def _poly(optimizer: torch.optim.Optimizer, total: int, power: float):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1.0 - min(step, total) / total) ** power
-    )
-
-
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
-
-
 def _check_batch(batch: dict[str, Any], name: str, multiple: int, need_label: bool) -> None:
     image = batch.get("image")
     if not isinstance(image, Tensor):
@@ -257,7 +235,7 @@ def _grid(source: Tensor, translated: Tensor, target: Tensor, max_items: int = 4
     tgt = target[:n].float()
     if tgt.shape[-2:] != source.shape[-2:]:
         tgt = F.interpolate(tgt, size=source.shape[-2:], mode="bilinear", align_corners=False)
-    return image_grid({"source": source[:n].float(), "translated": translated[:n].float(), "target": tgt})
+    return image_grid({"source": source[:n].float(), "translated": translated[:n].float(), "target": tgt}, labels=True)
 
 
 # ------------------------------------------------------------------------------ training loop
@@ -314,7 +292,7 @@ def train_translator(
         batch_size: images per domain, per rank and step (None: ``config.batch_size``).
         perceptual_net: frozen feature extractor returning one feature map per
             ``config.perceptual_layer_weights`` entry, fed RGB in ``[0, 1]``
-            (e.g. :func:`~diga.losses.translator_losses.vgg19_features`). None (the
+            (e.g. :func:`~diga.translation.vgg19_features`). None (the
             default) turns the perceptual term off: we never download VGG weights.
         seed: seeds sampling and the initial weights.
         dist: this process's place (None: one process on ``device``).
@@ -354,8 +332,6 @@ def train_translator(
     dist = dist or DistInfo(0, 1, 0, resolve_device(device))
     dev = dist.device
     work_dir = Path(work_dir)
-    last_path = stage_checkpoint(work_dir, STAGE, "last")
-    final_path = stage_checkpoint(work_dir, STAGE, "final")
 
     init = torch.Generator().manual_seed(seed)
     generators = _GeneratorPair(cfg, init).to(dev)
@@ -366,15 +342,26 @@ def train_translator(
     adam = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
     opt_g = torch.optim.Adam(generators.parameters(), **adam)
     opt_d = torch.optim.Adam(critics.parameters(), **adam)
-    sched_g, sched_d = _poly(opt_g, steps, cfg.power), _poly(opt_d, steps, cfg.power)
+    sched_g, sched_d = poly_schedule(opt_g, steps, cfg.power), poly_schedule(opt_d, steps, cfg.power)
     autocast, scaler = autocast_context(dev, amp)
     summary = {"config": cfg.to_dict(), "steps": steps, "batch_size": batch_size, "seed": seed,
                "amp": amp, "world_size": dist.world_size, "perceptual": use_perceptual,
                "run_config": dict(run_config or {})}
 
-    start = 0
-    if resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, map_location=dev)
+    def state(step: int, rng: Any) -> dict[str, Any]:
+        return {"stage": STAGE, "step": step,
+                "generator_config": dict(generators.source_to_target.config),
+                "models": {"generators": generators.state_dict(), "critics": critics.state_dict(),
+                           "source_to_target": generators.source_to_target.state_dict()},
+                "optimizers": {"generators": opt_g.state_dict(), "critics": opt_d.state_dict()},
+                "schedulers": {"generators": sched_g.state_dict(), "critics": sched_d.state_dict()},
+                "scaler": None if scaler is None else scaler.state_dict(), "rng": rng, **summary}
+
+    loop = ResumableLoop(STAGE, steps=steps, work_dir=work_dir, dist=dist, state=state, resume=resume,
+                         log_every=log_every, checkpoint_every=checkpoint_every, stop_after=stop_after,
+                         show_progress=show_progress)
+    start, ckpt = loop.start, loop.checkpoint
+    if ckpt is not None:
         try:
             generators.load_state_dict(ckpt["models"]["generators"])
             critics.load_state_dict(ckpt["models"]["critics"])
@@ -384,16 +371,16 @@ def train_translator(
             sched_d.load_state_dict(ckpt["schedulers"]["critics"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise ValueError(
-                f"cannot resume from {str(last_path)!r}: it does not match this run's translator "
+                f"cannot resume from {str(loop.last_path)!r}: it does not match this run's translator "
                 f"({err}); delete it or pass resume=False"
             ) from err
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"][dist.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
-        start = int(ckpt["step"])
+        loop.restore_rng()
 
-    gen_train = _ddp(generators, dist)
-    critic_train = _ddp(critics, dist)
+    # Every parameter is used every step: no dry run looks for unused ones.
+    gen_train = wrap_ddp(generators, dist, find_unused=False)
+    critic_train = wrap_ddp(critics, dist, find_unused=False)
 
     def loader(ds: Dataset, stream: int):
         return infinite_loader(
@@ -407,50 +394,18 @@ def train_translator(
 
         atomic_write_json(work_dir / "translator_config.json",
                           {**summary, "versions": {"diga": diga.__version__, "torch": str(torch.__version__)}})
-    # Records carry the number of steps done: those up to `start` predate the checkpoint and stay.
-    logger = JsonlLogger(work_dir / "log.jsonl", enabled=dist.is_main, stage=STAGE,
-                         resume_step=start + 1 if start > 0 else None, tensorboard=work_dir / "tensorboard")
-
-    def save_last(step: int) -> None:
-        rng = get_rng_state()
-        if dist.world_size > 1:
-            gathered = [None] * dist.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered
-        if dist.is_main:
-            atomic_save(
-                {"stage": STAGE, "step": step,
-                 "generator_config": dict(generators.source_to_target.config),
-                 "models": {"generators": generators.state_dict(), "critics": critics.state_dict(),
-                            "source_to_target": generators.source_to_target.state_dict()},
-                 "optimizers": {"generators": opt_g.state_dict(), "critics": opt_d.state_dict()},
-                 "schedulers": {"generators": sched_g.state_dict(), "critics": sched_d.state_dict()},
-                 "scaler": None if scaler is None else scaler.state_dict(), "rng": rng, **summary},
-                last_path,
-            )
-        _dist.barrier()
-
-    def backward_step(loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-        else:
-            loss.backward()
-            optimizer.step()
+    logger = loop.open_logger()
 
     multiple = generators.source_to_target.multiple
     need_label = cfg.edge_weight > 0
     generators.train()
     critics.train()
     guard = DivergenceGuard(STAGE, scaler=scaler)
-    bar = progress(total=steps, desc=STAGE, enabled=show_progress and dist.is_main, initial=start)
-    for step in range(start, steps):
-        if stop_after is not None and step - start >= stop_after:
-            bar.close()
-            return {"step": step, "final": str(final_path), "stopped": True}
-        src = _to(as_batch(next(src_iter)), dev)
-        tgt = _to(as_batch(next(tgt_iter)), dev)
+    last: dict[str, Any] = {}
+
+    def train(step: int) -> None:
+        src = to_device(as_batch(next(src_iter)), dev)
+        tgt = to_device(as_batch(next(tgt_iter)), dev)
         _check_batch(src, "source", multiple, need_label)
         _check_batch(tgt, "target", multiple, False)
         xs, xt = src["image"] * 2 - 1, tgt["image"] * 2 - 1  # the networks' signed pixel space
@@ -463,7 +418,7 @@ def train_translator(
         with autocast:
             loss_d_target, loss_d_source = critic_train(xt, s2t.detach(), xs, t2s.detach())
             loss_d = loss_d_target + loss_d_source
-        backward_step(loss_d, opt_d)
+        backward_step(loss_d, opt_d, scaler, update_scaler=False)
         critics.requires_grad_(False)  # the generator step uses the updated, frozen critics
 
         with autocast:
@@ -486,32 +441,29 @@ def train_translator(
                               + perceptual_loss((t2s + 1) / 2, tgt["image"], **kw))
                 loss_g = loss_g + cfg.perceptual_weight * perceptual
                 parts["perceptual"] = perceptual
-        backward_step(loss_g, opt_g)
+        backward_step(loss_g, opt_g, scaler, update_scaler=False)
         if scaler is not None:
             scaler.update()
         guard.check(step + 1, loss_g.detach() + loss_d.detach())
         sched_g.step()
         sched_d.step()
-        bar.update(1)
+        last.update(src=src["image"], tgt=tgt["image"], s2t=s2t, values={
+            "loss_g": loss_g, "loss_d": loss_d, "loss_d_target": loss_d_target, "loss_d_source": loss_d_source,
+            **parts})
 
-        done = step + 1
-        if log_every and (done % log_every == 0 or done == steps):
-            values = scalars({"loss_g": loss_g, "loss_d": loss_d, "loss_d_target": loss_d_target,
-                              "loss_d_source": loss_d_source, **parts})
+    def report(done: int) -> None:
+        if loop.should_log(done):
+            values = scalars(last["values"])
             values["lr"] = opt_g.param_groups[0]["lr"]
             logger.log(done, values)
-            bar.set_postfix(g=f"{values['loss_g']:.3f}", d=f"{values['loss_d']:.3f}")
+            loop.bar.set_postfix(g=f"{values['loss_g']:.3f}", d=f"{values['loss_d']:.3f}")
         if image_every and dist.is_main and (done % image_every == 0 or done == 1):
-            grid = _grid(src["image"], ((s2t.detach() + 1) / 2).clamp(0, 1), tgt["image"])
+            grid = _grid(last["src"], ((last["s2t"].detach() + 1) / 2).clamp(0, 1), last["tgt"])
             save_png(grid, work_dir / "images" / f"{STAGE}_{done:06d}.png")
-        if checkpoint_every and done % checkpoint_every == 0 and done < steps:
-            save_last(done)
-    bar.close()
-    logger.close()
+
+    stopped = loop.run(train, report)
+    if stopped is not None:
+        return {"step": stopped, "final": str(loop.final_path), "stopped": True}
     critics.requires_grad_(True)
-    save_last(steps)
-    if dist.is_main:
-        atomic_save(translator_checkpoint(generators.source_to_target, stage=STAGE, step=steps, **summary),
-                    final_path)
-    _dist.barrier()
-    return {"step": steps, "final": str(final_path)}
+    loop.finish(translator_checkpoint(generators.source_to_target, stage=STAGE, step=steps, **summary))
+    return {"step": steps, "final": str(loop.final_path)}

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from diga._checks import check_number
 from diga.models.features import encoder_mean_std
+from diga.models.optim_groups import param_groups as _param_groups
 
 __all__ = ["ASPPSumHead", "DeepLabV2", "DiGAASPPDecoder", "SqueezeExcitation"]
 
@@ -227,9 +228,7 @@ class DeepLabV2(nn.Module):
 
         See :func:`~diga.models.param_groups` (trainable parameters only).
         """
-        from diga.models.registry import param_groups
-
-        return param_groups(self, lr, head_lr_mult=head_lr_mult)
+        return _param_groups(self, lr, head_lr_mult=head_lr_mult)
 
     def extra_repr(self) -> str:
         return f"encoder={self.encoder_name!r}, head={self.head!r}, num_classes={self.num_classes}"

@@ -8,16 +8,17 @@ import torch
 from torch import Tensor, nn
 
 from diga._checks import check_images
-from diga.teacher import unwrap_model
+from diga._wrap import unwrap_model
 
 __all__ = ["FeatureSegmenter", "encoder_mean_std", "with_features"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _HALF = (0.5, 0.5, 0.5)
-# smp's own encoders keep their preprocessing in a config file on the Hugging Face hub
-# (``smp.encoders.get_preprocessing_params`` downloads it); these are the families whose
-# weights were not trained with ImageNet statistics. Everything else uses ImageNet's.
+# smp's own encoders keep their preprocessing in a config file on the Hugging Face hub, beside
+# the weights (``smp.encoders.get_preprocessing_params`` downloads it): we read it when it is in
+# the local cache (downloaded with the weights) and never download. Without it, these are the
+# families whose weights were not trained with ImageNet statistics; everything else uses ImageNet's.
 _DPN = ((124 / 255, 117 / 255, 104 / 255), (1 / (0.0167 * 255),) * 3)
 
 
@@ -29,7 +30,9 @@ def encoder_mean_std(
     """The RGB mean and std an smp (or timm) encoder's weights expect, with no download.
 
     ``tu-`` (timm) encoders: the timm model's ``pretrained_cfg`` when ``encoder`` is
-    given, else timm's registered config for the name. smp's own encoders: the
+    given, else timm's registered config for the name. smp's own encoders with
+    ``encoder_weights``: smp's preprocessing parameters (the weights' ``config.json``)
+    when the Hugging Face cache holds them; otherwise the
     statistics their weights were trained with (DPN, Inception and Xception
     families, and efficientnet ``advprop``/``lite`` weights, differ from ImageNet's;
     every other family uses ImageNet's). With ``encoder_weights=None`` (random
@@ -58,6 +61,8 @@ def encoder_mean_std(
             cfg = timm.models.get_pretrained_cfg(name[3:]).to_dict()
         except (AttributeError, RuntimeError, ValueError):  # unknown name: fall through
             cfg = None
+    if cfg is None and encoder_weights and not name.startswith("tu-"):
+        cfg = _smp_cached_preprocessing(name, str(encoder_weights))
     if isinstance(cfg, dict) and "mean" in cfg and "std" in cfg and len(cfg["mean"]) == 3:
         return tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
     if name.startswith("dpn"):
@@ -69,6 +74,25 @@ def encoder_mean_std(
     if name.startswith("timm-efficientnet") and encoder_weights == "advprop":
         return _HALF, _HALF
     return IMAGENET_MEAN, IMAGENET_STD
+
+
+def _smp_cached_preprocessing(encoder_name: str, weights: str) -> dict | None:
+    """smp's preprocessing parameters of ``encoder_name`` / ``weights`` from the local Hugging Face
+    cache (the ``config.json`` beside the weights), or None: nothing is downloaded."""
+    import json
+
+    try:
+        import segmentation_models_pytorch as smp
+        from huggingface_hub import try_to_load_from_cache
+
+        settings = smp.encoders.encoders[encoder_name]["pretrained_settings"][weights]
+        path = try_to_load_from_cache(settings["repo_id"], "config.json", revision=settings.get("revision"))
+        if not isinstance(path, str):
+            return None
+        with open(path) as f:
+            return json.load(f)
+    except (ImportError, KeyError, TypeError, OSError, ValueError):
+        return None
 
 
 def _default_mean_std(model: nn.Module) -> tuple[Sequence[float], Sequence[float]]:

@@ -10,11 +10,9 @@ from torch import nn
 
 from diga._checks import check_number
 from diga.models.deeplabv2 import DeepLabV2
-from diga.models.features import FeatureSegmenter
 from diga.models.timm_segmenter import TimmSegmenter
-from diga.teacher import unwrap_model
 
-__all__ = ["create_model", "list_models", "model_from_config", "param_groups"]
+__all__ = ["create_model", "list_models", "model_from_config"]
 
 # name -> (smp class name, default encoder)
 _SMP = {
@@ -162,49 +160,3 @@ def model_from_config(config: Mapping[str, Any]) -> nn.Module:
         config["name"], num_classes=config["num_classes"], encoder=config.get("encoder"),
         pretrained=False, **kwargs,
     )
-
-
-def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
-    """Two optimiser groups: the encoder at ``lr``, everything else at ``head_lr_mult * lr``.
-
-    DiGA (after DeepLab v2) trains the decoder / head ten times faster than the
-    pretrained encoder. The encoder is ``model.encoder`` (smp models,
-    :class:`TimmSegmenter`'s timm backbone, :class:`DeepLabV2`'s ResNet). DDP,
-    ``torch.compile`` and :class:`FeatureSegmenter` wrappers are looked through.
-    Only trainable parameters (``requires_grad``) are listed.
-
-    Args:
-        model: a supported model, possibly wrapped.
-        lr: the encoder's learning rate.
-        head_lr_mult: the rest's learning rate over ``lr``.
-
-    Returns:
-        ``[{"params": [...], "lr": lr}, {"params": [...], "lr": lr * head_lr_mult}]``.
-
-    Raises:
-        ValueError: the model has no ``encoder`` submodule; bad ``lr`` or multiplier.
-
-    Example:
-        >>> model = create_model("fpn", num_classes=2, encoder="resnet18")
-        >>> groups = param_groups(model, 0.01)
-        >>> [g["lr"] for g in groups]
-        [0.01, 0.1]
-        >>> opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
-    """
-    check_number(lr, "lr", low=0)
-    check_number(head_lr_mult, "head_lr_mult", low=0)
-    inner = unwrap_model(model)
-    if isinstance(inner, FeatureSegmenter):
-        inner = unwrap_model(inner.model)
-    encoder = getattr(inner, "encoder", None)
-    if not isinstance(encoder, nn.Module):
-        raise ValueError(
-            f"`model` must have an `encoder` submodule (smp models, TimmSegmenter, DeepLabV2), "
-            f"got {type(inner).__name__}"
-        )
-    encoder_ids = {id(p) for p in encoder.parameters()}
-    params = [p for p in inner.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if id(p) in encoder_ids], "lr": lr},
-        {"params": [p for p in params if id(p) not in encoder_ids], "lr": lr * head_lr_mult},
-    ]

@@ -1,6 +1,7 @@
 """Pseudo-label selection: class centroids, DiGA's dynamic selector, threshold baselines."""
 
 from diga.selectors._upsample import bilinear_argmax
+from diga.selectors.base import PseudoLabelSelector
 from diga.selectors.centroids import ClassCentroids
 from diga.selectors.collapse import ClassShareMonitor, ShareStats
 from diga.selectors.dynamic import DynamicPseudoLabelSelector
@@ -17,6 +18,7 @@ __all__ = [
     "ClassShareMonitor",
     "ConfidenceThresholdSelector",
     "DynamicPseudoLabelSelector",
+    "PseudoLabelSelector",
     "SelectionStats",
     "ShareStats",
     "bilinear_argmax",

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from diga._checks import check_labels, check_number, check_same_batch
+from diga._checks import check_labels, check_same_batch
 from diga.selectors._upsample import bilinear_argmax
+from diga.selectors.base import PseudoLabelSelector
 from diga.selectors.centroids import ClassCentroids
-from diga.selectors.stats import SelectionStats, selection_output
 
 __all__ = ["DynamicPseudoLabelSelector"]
 
 
-class DynamicPseudoLabelSelector(nn.Module):
+class DynamicPseudoLabelSelector(PseudoLabelSelector):
     """Keep a pseudo-label only where the nearest class centroid agrees with it.
 
     For each feature pixel, ``softmax(-distance)`` to the class centroids is
@@ -33,30 +33,28 @@ class DynamicPseudoLabelSelector(nn.Module):
         shortcut: True / False to force the exact shortcut on or off; None = CPU only.
 
     Shapes:
-        ``forward(pseudo_labels (B, H, W), features (B, D, h, w)) -> (B, H, W)``;
+        ``forward(pseudo_labels (B, H, W), *, features (B, D, h, w)) -> (B, H, W)``;
         with ``return_stats=True`` also a :class:`SelectionStats`.
 
     Example:
         >>> bank = ClassCentroids.from_tensor(torch.tensor([[0., 0.], [1., 1.]]))
         >>> selector = DynamicPseudoLabelSelector(bank)
         >>> feats = torch.tensor([[[[0., 1.]], [[0., 1.]]]])          # (1, 2, 1, 2)
-        >>> selector(torch.tensor([[[0, 0]]]), feats)
+        >>> selector(torch.tensor([[[0, 0]]]), features=feats)
         tensor([[[  0, 255]]])
     """
 
     def __init__(
-        self, centroids: ClassCentroids, ignore_index: int = 255, shortcut: bool | None = None
+        self, centroids: ClassCentroids, *, ignore_index: int = 255, shortcut: bool | None = None
     ) -> None:
-        super().__init__()
+        super().__init__(ignore_index=ignore_index)
         if not isinstance(centroids, ClassCentroids):
             raise ValueError(
                 f"`centroids` must be a ClassCentroids bank, got {type(centroids).__name__}"
             )
-        check_number(ignore_index, "ignore_index", integer=True)
         if shortcut is not None and not isinstance(shortcut, bool):
             raise ValueError(f"`shortcut` must be True, False or None, got {shortcut!r}")
         self.centroids = centroids
-        self.ignore_index = int(ignore_index)
         self.shortcut = shortcut
 
     @property
@@ -69,33 +67,19 @@ class DynamicPseudoLabelSelector(nn.Module):
         shortcut = self.shortcut if self.shortcut is not None else weights.device.type == "cpu"
         return bilinear_argmax(weights, size, align_corners=True, shortcut=shortcut)
 
-    def forward(
-        self,
-        pseudo_labels: Tensor,
-        features: Tensor,
-        logits: Tensor | None = None,
-        *,
-        return_stats: bool = False,
-    ) -> Tensor | tuple[Tensor, SelectionStats]:
-        """Select pseudo-labels.
-
-        Args:
-            pseudo_labels: ``(B, H, W)`` int64 labels (``ignore_index`` where none).
-            features: ``(B, D, h, w)`` features of the same images (the teacher's).
-            logits: unused; accepted so every selector takes the same keywords.
-            return_stats: also return the kept fractions.
-        """
+    def select(
+        self, pseudo_labels: Tensor, *, features: Tensor | None = None, logits: Tensor | None = None
+    ) -> tuple[Tensor, int]:
+        """Keep each pseudo-label where the nearest centroid of ``features`` (required) agrees;
+        ``logits`` are unused."""
+        features = self._require(features, "features")
         check_labels(
             pseudo_labels, "pseudo_labels", num_classes=self.num_classes,
             ignore_index=self.ignore_index,
         )
         check_same_batch(pseudo_labels, features, "pseudo_labels", "features")
         nearest = self.nearest_at(features, tuple(pseudo_labels.shape[-2:]))
-        selected = torch.where(nearest == pseudo_labels, pseudo_labels, self.ignore_index)
-        return selection_output(
-            pseudo_labels, selected, num_classes=self.num_classes, ignore_index=self.ignore_index,
-            return_stats=return_stats,
-        )
+        return torch.where(nearest == pseudo_labels, pseudo_labels, self.ignore_index), self.num_classes
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, shortcut={self.shortcut}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from diga._checks import (
     check_finite,
@@ -15,7 +15,7 @@ from diga._checks import (
 )
 from diga._ops import count_values
 from diga.losses.segmentation_ce import resize_logits
-from diga.selectors.stats import SelectionStats, selection_output
+from diga.selectors.base import PseudoLabelSelector
 
 __all__ = ["ClassBalancedSelector", "ConfidenceThresholdSelector", "pseudo_label_confidence"]
 
@@ -39,11 +39,8 @@ def pseudo_label_confidence(pseudo_labels: Tensor, logits: Tensor) -> Tensor:
     return torch.where(valid, conf, torch.zeros_like(conf))
 
 
-class _ThresholdBase(nn.Module):
-    def __init__(self, ignore_index: int) -> None:
-        super().__init__()
-        check_number(ignore_index, "ignore_index", integer=True)
-        self.ignore_index = int(ignore_index)
+class _ThresholdBase(PseudoLabelSelector):
+    """Selectors on the confidence of each pixel's pseudo-label class, from ``logits`` (required)."""
 
     def _confidence(self, pseudo_labels: Tensor, logits: Tensor) -> Tensor:
         check_ndim(logits, "logits", 4, "(B, C, h, w)")
@@ -58,30 +55,15 @@ class _ThresholdBase(nn.Module):
     def _keep(self, pseudo_labels: Tensor, conf: Tensor, num_classes: int) -> Tensor:
         raise NotImplementedError
 
-    def forward(
-        self,
-        pseudo_labels: Tensor,
-        logits: Tensor,
-        features: Tensor | None = None,
-        *,
-        return_stats: bool = False,
-    ) -> Tensor | tuple[Tensor, SelectionStats]:
-        """Select pseudo-labels.
-
-        Args:
-            pseudo_labels: ``(B, H, W)`` int64 labels (``ignore_index`` where none).
-            logits: ``(B, C, h, w)`` scores of the same images (the teacher's).
-            features: unused; accepted so every selector takes the same keywords.
-            return_stats: also return the kept fractions.
-        """
+    def select(
+        self, pseudo_labels: Tensor, *, features: Tensor | None = None, logits: Tensor | None = None
+    ) -> tuple[Tensor, int]:
+        """Keep the pseudo-labels whose confidence under ``logits`` (required) passes; ``features`` are unused."""
+        logits = self._require(logits, "logits")
         conf = self._confidence(pseudo_labels, logits)
         keep = self._keep(pseudo_labels, conf, logits.shape[1])
         keep = keep & (pseudo_labels != self.ignore_index)
-        selected = pseudo_labels.masked_fill(~keep, self.ignore_index)
-        return selection_output(
-            pseudo_labels, selected, num_classes=logits.shape[1], ignore_index=self.ignore_index,
-            return_stats=return_stats,
-        )
+        return pseudo_labels.masked_fill(~keep, self.ignore_index), logits.shape[1]
 
 
 class ConfidenceThresholdSelector(_ThresholdBase):
@@ -94,12 +76,12 @@ class ConfidenceThresholdSelector(_ThresholdBase):
     Example:
         >>> sel = ConfidenceThresholdSelector(threshold=0.9)
         >>> logits = torch.tensor([[[[4.0, 0.0]], [[0.0, 0.0]]]])    # (1, 2, 1, 2)
-        >>> sel(torch.tensor([[[0, 0]]]), logits)
+        >>> sel(torch.tensor([[[0, 0]]]), logits=logits)
         tensor([[[  0, 255]]])
     """
 
-    def __init__(self, threshold: float = 0.9, ignore_index: int = 255) -> None:
-        super().__init__(ignore_index)
+    def __init__(self, *, threshold: float = 0.9, ignore_index: int = 255) -> None:
+        super().__init__(ignore_index=ignore_index)
         check_number(threshold, "threshold", low=0, high=1)
         self.threshold = float(threshold)
 
@@ -128,14 +110,14 @@ class ClassBalancedSelector(_ThresholdBase):
     Example:
         >>> sel = ClassBalancedSelector(portion=0.5)
         >>> logits = torch.tensor([[[[3.0, 2.0, 1.0, 0.0]], [[0.0, 0.0, 0.0, 0.0]]]])
-        >>> sel(torch.tensor([[[0, 0, 0, 0]]]), logits)
+        >>> sel(torch.tensor([[[0, 0, 0, 0]]]), logits=logits)
         tensor([[[  0,   0, 255, 255]]])
     """
 
     def __init__(
-        self, portion: float = 0.5, max_threshold: float | None = None, ignore_index: int = 255
+        self, *, portion: float = 0.5, max_threshold: float | None = None, ignore_index: int = 255
     ) -> None:
-        super().__init__(ignore_index)
+        super().__init__(ignore_index=ignore_index)
         check_number(portion, "portion", low=0, high=1, low_open=True)
         if max_threshold is not None:
             check_number(max_threshold, "max_threshold", low=0, high=1)

@@ -13,13 +13,8 @@ from torch.nn.parallel import DistributedDataParallel
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from diga.adapter import Adapter  # noqa: E402
-from diga.engine import (  # noqa: E402
-    OptimConfig,
-    cleanup_distributed,
-    setup_distributed,
-    train_stage,
-    wrap_ddp,
-)
+from diga.engine import OptimConfig, cleanup_distributed, setup_distributed, train_stage  # noqa: E402
+from diga.engine.distributed import wrap_ddp  # noqa: E402
 from tests.engine.test_stages import Toy  # noqa: E402
 
 

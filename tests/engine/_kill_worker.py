@@ -32,17 +32,18 @@ def die() -> None:
 def arm(point: str) -> None:
     kind, _, arg = point.partition(":")
     if kind == "after-checkpoint":
+        import diga.engine.loop as loop
         import diga.engine.stages as stages
         import diga.engine.translator_training as translator
 
         armed = []
-        for module in (stages, translator):
-            def saving(obj, path, _save=module.atomic_save):
-                out = _save(obj, path)
-                if Path(path).name == arg:
-                    armed.append(path)
-                return out
-            module.atomic_save = saving
+
+        def saving(obj, path, _save=loop.atomic_save):  # the one loop writes every last checkpoint
+            out = _save(obj, path)
+            if Path(path).name == arg:
+                armed.append(path)
+            return out
+        loop.atomic_save = saving
 
         def guarded(function):
             def call(*args, **kwargs):

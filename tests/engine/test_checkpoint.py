@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from diga.engine import atomic_save, atomic_write_json, get_rng_state, load_checkpoint, set_rng_state
+from diga.engine.checkpoint import atomic_save, atomic_write_json, get_rng_state, load_checkpoint, set_rng_state
 from tests.pickles import RunsCode
 
 
@@ -72,7 +72,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 @pytest.mark.parametrize("kind", ["resume", "translator", "centroids"])
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, kind):
     """Resume checkpoints, translator files and centroid files all load as plain data only."""
-    from diga.models.translator import LearnedTranslator
+    from diga.translation import LearnedTranslator
 
     marker = tmp_path / "pwned"
     path = tmp_path / f"{kind}.pt"

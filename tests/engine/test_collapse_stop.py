@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import Dataset
 
 from diga.adapter import Adapter
-from diga.engine import CollapseError, CollapseWarning, JsonlLogger, OptimConfig, stage_checkpoint, train_stage
+from diga.engine import CollapseError, CollapseWarning, OptimConfig, train_stage
+from diga.engine.log import JsonlLogger
+from diga.engine.stages import stage_checkpoint
 
 C = 3
 

@@ -139,7 +139,7 @@ def test_translator_killed_mid_training_resumes_to_the_uninterrupted_result(shif
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert load_checkpoint(ckpt(killed, "translator_last.pt"))["step"] == 2
     assert not ckpt(killed, "translator_final.pt").exists()
-    proc = launch("translator", translator(shift, killed))
+    proc = launch("translator", [*translator(shift, killed), "--resume"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = (load_checkpoint(ckpt(w, "translator_final.pt")) for w in (full, killed))
     assert_same_tensors(a["generator"], b["generator"], "translator_final")

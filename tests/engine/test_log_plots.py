@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diga.engine import JsonlLogger, colorize, image_grid, line_plot, save_png, scalars
+from diga.engine.log import JsonlLogger, scalars
+from diga.engine.plots import colorize, image_grid, line_plot, save_png
 
 
 def test_logger_resume_drops_later_records(tmp_path):
@@ -43,6 +44,25 @@ def test_line_plot_draws_series():
     img = line_plot({"a": ([0, 1], [0.0, 1.0]), "b": ([0, 1], [1.0, float("nan")])}, title="t")
     arr = torch.from_numpy(np.array(img)).reshape(-1, 3)
     assert (arr != 255).any(dim=1).sum() > 100  # something was drawn
+
+
+def test_line_plot_without_matplotlib_falls_back_to_pil(monkeypatch):
+    import diga.engine.plots as plots
+
+    monkeypatch.setattr(plots, "_matplotlib", lambda: None)
+    img = line_plot({"a": ([0, 1], [0.0, 1.0])}, title="t", size=(320, 200))
+    arr = torch.from_numpy(np.array(img)).reshape(-1, 3)
+    assert img.size == (320, 200) and (arr != 255).any(dim=1).sum() > 100
+
+
+def test_image_grid_row_labels_and_scale():
+    rows = {"source": torch.zeros(2, 3, 4, 4), "prediction": torch.zeros(2, 3, 4, 4)}
+    plain = image_grid(rows, pad=1)
+    assert plain.size == (2 * (4 + 1) + 1, 2 * (4 + 2))  # make_grid's layout, one grid a row
+    big = image_grid(rows, pad=1, labels=True, scale=3)
+    assert big.size[1] == 2 * (12 + 2) and big.size[0] > 2 * (12 + 1) + 1  # a label column on the left
+    left = np.array(big)[:, : big.size[0] - (2 * 13 + 1)]
+    assert (left < 128).any()  # the row names are written
 
 
 def test_tensorboard_mirror(tmp_path, monkeypatch):

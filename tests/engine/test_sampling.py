@@ -7,7 +7,8 @@ import itertools
 import pytest
 import torch
 
-from diga.engine import StepSampler, infinite_loader, step_generator
+from diga.engine.distributed import step_generator
+from diga.engine.sampling import StepSampler, infinite_loader
 
 
 def take(sampler, n):

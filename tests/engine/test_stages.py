@@ -10,7 +10,8 @@ from diga import FourierTranslator, create_model
 from diga.adapter import Adapter
 from diga.data.io import load_label
 from diga.data.pseudo import PseudoLabelled
-from diga.engine import OptimConfig, evaluate, generate_pseudo_labels, stage_checkpoint, train_stage
+from diga.engine import OptimConfig, evaluate, generate_pseudo_labels, train_stage
+from diga.engine.stages import stage_checkpoint
 
 C = 3
 

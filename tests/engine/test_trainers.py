@@ -116,9 +116,9 @@ def test_help_documents_defaults_and_paper_values(name, capsys):
 def test_default_workers_fit_the_machine():
     import os
 
-    from diga.engine.trainer_cli import _workers
+    from diga.engine.trainer_cli import resolve_workers
 
-    assert _workers(None) == min(4, os.cpu_count() or 1)
-    assert _workers(0) == 0 and _workers(6) == 6
+    assert resolve_workers(None) == min(4, os.cpu_count() or 1)
+    assert resolve_workers(0) == 0 and resolve_workers(6) == 6
     with pytest.raises(ValueError, match="num-workers"):
-        _workers(-1)
+        resolve_workers(-1)

@@ -17,9 +17,11 @@ from torch import nn
 
 import diga
 from diga.data import GTA5, Cityscapes, PairedCompose, RandomHorizontalFlip, RandomScaleCrop
-from diga.engine import JsonlLogger, load_checkpoint, stage_checkpoint
+from diga.engine.checkpoint import load_checkpoint
+from diga.engine.log import JsonlLogger
+from diga.engine.stages import stage_checkpoint
 from diga.engine.translator_training import TranslatorConfig, train_translator
-from diga.models.translator import LearnedTranslator
+from diga.translation import LearnedTranslator
 from tests.data.replicas import make_cityscapes, make_gta5, one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +78,7 @@ def test_end_to_end_run(replicas, tmp_path):
     torch.testing.assert_close(last(x), translator(x))
     # training moved the weights away from the seeded initialisation
     init = TranslatorConfig.preset("tiny")
-    from diga.models.translator import TranslatorGenerator
+    from diga.translation import TranslatorGenerator
 
     fresh = TranslatorGenerator(dim=init.dim, n_res=init.n_res, generator=torch.Generator().manual_seed(5))
     trained = translator.generator.state_dict()

@@ -107,6 +107,24 @@ class TestSmpModels:
         assert mean[0] == pytest.approx(124 / 255) and std[0] == pytest.approx(1 / (0.0167 * 255))
         assert encoder_mean_std("tu-vit_tiny_patch16_224") == ((0.5,) * 3, (0.5,) * 3)
 
+    def test_smp_preprocessing_parameters_from_the_local_cache(self, tmp_path, monkeypatch):
+        import huggingface_hub
+
+        config = tmp_path / "config.json"
+        config.write_text('{"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}')
+        asked = []
+
+        def cached(repo_id, filename, revision=None, **kwargs):
+            asked.append((repo_id, filename))
+            return str(config)
+
+        monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", cached)
+        assert encoder_mean_std("resnet18", "imagenet") == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+        assert asked == [("smp-hub/resnet18.imagenet", "config.json")]
+        assert encoder_mean_std("resnet18") == IMAGENET  # random weights: no lookup
+        monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+        assert encoder_mean_std("xception", "imagenet") == ((0.5,) * 3, (0.5,) * 3)  # not cached: the table
+
 
 class TestOtherModels:
     def test_timm_segmenter_and_deeplabv2_hook_their_head(self):

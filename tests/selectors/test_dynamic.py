@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diga import ClassCentroids, DynamicPseudoLabelSelector, bilinear_argmax
+from diga import ClassCentroids, DynamicPseudoLabelSelector
+from diga.selectors import bilinear_argmax
 
 C, D = 6, 8
 
@@ -40,28 +41,28 @@ class TestDynamicPseudoLabelSelector:
         pseudo = torch.randint(0, C, (2, 128, 224), generator=gen)
         pseudo[:, :10] = 255
         sel = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(cents), shortcut=shortcut)
-        assert torch.equal(sel(pseudo, feats), paper_select(pseudo, feats, cents))
+        assert torch.equal(sel(pseudo, features=feats), paper_select(pseudo, feats, cents))
 
     def test_pseudo_equal_to_nearest_is_kept(self, gen):
         cents = torch.randn(C, D, generator=gen) * 3
         feats = smooth_features(gen)
         sel = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(cents))
         nearest = sel.nearest_at(feats, (64, 112))
-        assert torch.equal(sel(nearest, feats), nearest)
+        assert torch.equal(sel(nearest, features=feats), nearest)
 
     def test_same_resolution(self, gen):
         cents = torch.randn(C, D, generator=gen)
         feats = torch.randn(2, D, 5, 5, generator=gen)
         pseudo = torch.randint(0, C, (2, 5, 5), generator=gen)
         sel = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(cents))
-        assert torch.equal(sel(pseudo, feats), paper_select(pseudo, feats, cents))
+        assert torch.equal(sel(pseudo, features=feats), paper_select(pseudo, feats, cents))
 
     def test_stats(self, gen):
         cents = torch.randn(C, D, generator=gen)
         feats = smooth_features(gen)
         pseudo = torch.randint(0, C, (2, 32, 56), generator=gen)
         sel = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(cents))
-        out, stats = sel(pseudo, feats, return_stats=True)
+        out, stats = sel(pseudo, features=feats, return_stats=True)
         kept = (out != 255).float().mean()
         torch.testing.assert_close(stats.kept, kept.to(stats.kept.dtype))
         for c in range(C):
@@ -76,14 +77,14 @@ class TestDynamicPseudoLabelSelector:
         sel = DynamicPseudoLabelSelector(bank)
         feats = torch.ones(1, 1, 2, 2)
         pseudo = torch.ones(1, 2, 2, dtype=torch.long)
-        assert (sel(pseudo, feats) == 255).all()  # tie between equal centroids: class 0 wins
+        assert (sel(pseudo, features=feats) == 255).all()  # tie between equal centroids: class 0 wins
         bank.centroids[1] = 1.0
-        assert (sel(pseudo, feats) == 1).all()
+        assert (sel(pseudo, features=feats) == 1).all()
 
     def test_device(self, gen, device):
         bank = ClassCentroids.from_tensor(torch.randn(C, D, generator=gen)).to(device)
         sel = DynamicPseudoLabelSelector(bank)
-        out = sel(torch.zeros(1, 8, 8, dtype=torch.long, device=device), torch.randn(1, D, 4, 4).to(device))
+        out = sel(torch.zeros(1, 8, 8, dtype=torch.long, device=device), features=torch.randn(1, D, 4, 4).to(device))
         assert out.device.type == device.type
 
     @pytest.mark.parametrize(
@@ -98,7 +99,7 @@ class TestDynamicPseudoLabelSelector:
     def test_bad_input(self, pseudo, feats, match):
         sel = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(torch.zeros(C, D)))
         with pytest.raises(ValueError, match=match):
-            sel(pseudo, feats)
+            sel(pseudo, features=feats)
 
     def test_bad_settings(self):
         with pytest.raises(ValueError, match="centroids"):

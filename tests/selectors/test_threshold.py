@@ -27,15 +27,15 @@ class TestConfidenceThresholdSelector:
                 for x in range(10):
                     if pseudo[b, y, x] != 255 and conf[b, y, x] < threshold:
                         ref[b, y, x] = 255
-        assert torch.equal(ConfidenceThresholdSelector(threshold)(pseudo, logits), ref)
+        assert torch.equal(ConfidenceThresholdSelector(threshold=threshold)(pseudo, logits=logits), ref)
 
     def test_bad(self):
         with pytest.raises(ValueError, match="threshold"):
-            ConfidenceThresholdSelector(1.5)
+            ConfidenceThresholdSelector(threshold=1.5)
         with pytest.raises(ValueError, match="logits"):
-            ConfidenceThresholdSelector()(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2))
+            ConfidenceThresholdSelector()(torch.zeros(1, 2, 2, dtype=torch.long), logits=torch.zeros(1, 2, 2))
         with pytest.raises(ValueError, match="pseudo_labels"):
-            ConfidenceThresholdSelector()(torch.full((1, 2, 2), 7), torch.zeros(1, 3, 2, 2))
+            ConfidenceThresholdSelector()(torch.full((1, 2, 2), 7), logits=torch.zeros(1, 3, 2, 2))
 
 
 class TestClassBalancedSelector:
@@ -56,22 +56,22 @@ class TestClassBalancedSelector:
             if max_threshold is not None:
                 thr = min(thr, max_threshold)
             ref[m & (conf < thr)] = 255
-        out = ClassBalancedSelector(portion, max_threshold=max_threshold)(pseudo, logits)
+        out = ClassBalancedSelector(portion=portion, max_threshold=max_threshold)(pseudo, logits=logits)
         assert torch.equal(out, ref)
 
     def test_rare_class_keeps_its_share(self, gen):
         logits = torch.randn(1, 2, 20, 20, generator=gen)
         pseudo = torch.zeros(1, 20, 20, dtype=torch.long)
         pseudo[0, :2] = 1  # 40 pixels of class 1, 360 of class 0
-        out, stats = ClassBalancedSelector(0.5)(pseudo, logits, return_stats=True)
+        out, stats = ClassBalancedSelector(portion=0.5)(pseudo, logits=logits, return_stats=True)
         assert abs(stats.kept_per_class[1].item() - 0.5) < 0.05
         assert abs(stats.kept_per_class[0].item() - 0.5) < 0.05
 
     def test_bad(self):
         with pytest.raises(ValueError, match="portion"):
-            ClassBalancedSelector(0.0)
+            ClassBalancedSelector(portion=0.0)
         with pytest.raises(ValueError, match="max_threshold"):
-            ClassBalancedSelector(0.5, max_threshold=2.0)
+            ClassBalancedSelector(portion=0.5, max_threshold=2.0)
 
 
 def test_kept_fractions_loop(gen):

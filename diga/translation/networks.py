@@ -1,10 +1,11 @@
-"""The learned source -> target image translator (DiGA's stage 0) and its discriminators.
+"""The networks of the learned source -> target translator (DiGA's stage 0): generators,
+discriminators, and the frozen VGG19 feature network of the perceptual loss.
 
 The paper's translator (``train_domain_translator.py``) is a shared-latent,
 CycleGAN-style pair of encoder/decoder generators: ``enc_s + dec_s2t`` maps
 source images to the target's look, ``enc_t + dec_t2s`` the reverse, and one
 multi-scale LSGAN patch discriminator per domain judges the results. Only
-the source -> target generator is kept for DiGA; :class:`LearnedTranslator`
+the source -> target generator is kept for DiGA; :class:`~diga.translation.LearnedTranslator`
 wraps it in the :class:`~diga.Translator` protocol.
 
 Networks work in "signed" pixel space, ``[-1, 1]`` (the paper's inputs are
@@ -14,11 +15,10 @@ and return RGB in ``[0, 1]`` and map at the boundary.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +27,14 @@ from torch import Tensor, nn
 from diga._checks import check_floating, check_images, check_ndim, check_nonempty, check_number
 
 __all__ = [
-    "LearnedTranslator",
+    "VGG19_PAPER_LAYERS",
     "MultiScaleDiscriminator",
     "TranslatorDecoder",
     "TranslatorEncoder",
     "TranslatorGenerator",
+    "VGG19Features",
+    "vgg19_features",
 ]
-
-#: The ``"format"`` entry of a translator checkpoint written by :meth:`LearnedTranslator.save`
-#: and :func:`diga.engine.train_translator`.
-CHECKPOINT_FORMAT = "diga.translator/1"
 
 _PAD_TYPES = ("reflect", "zero")
 
@@ -399,122 +397,160 @@ class MultiScaleDiscriminator(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
 
 
-def translator_checkpoint(generator: TranslatorGenerator, **extra: Any) -> dict[str, Any]:
-    """The dict a translator checkpoint holds: ``format``, ``generator_config``, ``generator`` (CPU
-    weights) and any ``extra`` entries; :meth:`LearnedTranslator.from_checkpoint` reads it back."""
-    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
-    return {"format": CHECKPOINT_FORMAT, "generator_config": dict(generator.config), "generator": state,
-            **extra}
+# ----------------------------------------------------------------------------- VGG19 features
 
 
-def generator_from_state(
-    config: Mapping[str, Any], state_dict: Mapping[str, Tensor], *, where: str = "the checkpoint"
-) -> TranslatorGenerator:
-    """Rebuild a :class:`TranslatorGenerator` from its ``config`` and weights (errors name ``where``)."""
-    allowed = {"dim", "n_downsample", "n_res", "pad_type"}
-    unknown = set(config) - allowed
-    if unknown:
-        raise ValueError(
-            f"{where}: generator config has unknown keys {sorted(unknown)}, expected {sorted(allowed)}"
-        )
-    net = TranslatorGenerator(**dict(config))
-    try:
-        net.load_state_dict(state_dict)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{where}: the weights do not fit a generator with config {dict(config)}: {err}"
-        ) from err
-    return net
+def _vgg19_cfg() -> list:
+    """torchvision's layer table of ``vgg19().features`` (conv channel counts, ``"M"`` a 2x2 max-pool)."""
+    from torchvision.models.vgg import cfgs
+
+    return list(cfgs["E"])
 
 
-class LearnedTranslator(nn.Module):
-    """A trained source -> target generator, as a :class:`~diga.Translator`.
+@functools.cache
+def _vgg19_relu_indices() -> dict[str, int]:
+    """``relu{block}_{conv}`` -> index in ``torchvision.models.vgg19().features``."""
+    out, index, block, conv = {}, 0, 1, 1
+    for v in _vgg19_cfg():
+        if v == "M":
+            index += 1
+            block, conv = block + 1, 1
+            continue
+        out[f"relu{block}_{conv}"] = index + 1
+        index += 2
+        conv += 1
+    return out
 
-    ``forward(source, target=None)``: a feed-forward translator needs no
-    style reference, so ``target`` is accepted (and checked) but unused.
-    Frozen by default (parameters without gradient, always in eval mode even
-    when a parent module calls ``.train()``), which is how DiGA uses it:
-    under ``no_grad`` inside :class:`~diga.adapter.Adapter`. The networks run
-    in their parameters' dtype; the result has the source's dtype.
+
+#: The layers the paper's ``Vgg19`` returns.
+VGG19_PAPER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+class VGG19Features(nn.Module):
+    """torchvision's ``vgg19().features`` (its layers and indices), returning the chosen ReLU outputs.
+
+    Built with random weights (nothing is downloaded); use :func:`vgg19_features`
+    to load real ones from a local file. Only the layers up to the deepest
+    requested one exist.
 
     Args:
-        generator: the network (None: a paper-sized :class:`TranslatorGenerator`
-            with random weights, useful only for tests).
-        frozen: freeze the parameters and pin eval mode.
+        layers: names ``relu{block}_{conv}`` in network order (paper: relu1_1, relu2_1,
+            relu3_1, relu4_1, relu5_1).
+        normalize: subtract the ImageNet mean and divide by its std first, so inputs are
+            RGB in ``[0, 1]``, as torchvision's weights expect.
 
     Shapes:
-        ``forward(source (B, 3, H, W), target (B_t, 3, H', W') | None) -> (B, 3, H, W)``,
-        RGB in ``[0, 1]``, ``H, W >= 2 ** (n_downsample + 1)``.
+        ``(B, 3, H, W)`` -> list of ``(B, C_i, H / 2^k, W / 2^k)``, one per layer.
 
     Example:
-        >>> import diga
-        >>> translator = LearnedTranslator(TranslatorGenerator(dim=8, n_res=1))
-        >>> isinstance(translator, diga.Translator)
-        True
-        >>> translator(torch.rand(2, 3, 32, 48), torch.rand(1, 3, 40, 40)).shape
-        torch.Size([2, 3, 32, 48])
+        >>> net = VGG19Features(layers=("relu1_1", "relu2_1"))
+        >>> [tuple(f.shape) for f in net(torch.rand(1, 3, 8, 8))]
+        [(1, 64, 8, 8), (1, 128, 4, 4)]
     """
 
-    def __init__(self, generator: TranslatorGenerator | None = None, *, frozen: bool = True) -> None:
+    def __init__(self, *, layers: Sequence[str] = VGG19_PAPER_LAYERS, normalize: bool = True) -> None:
         super().__init__()
-        if generator is None:
-            generator = TranslatorGenerator()
-        if not isinstance(generator, TranslatorGenerator):
-            raise ValueError(f"`generator` must be a TranslatorGenerator, got {type(generator).__name__}")
-        self.generator = generator
-        self.frozen = bool(frozen)
-        if self.frozen:
-            self.generator.requires_grad_(False)
-            self.eval()
+        layers = tuple(layers)
+        if not layers:
+            raise ValueError("`layers` must name at least one VGG19 layer, got ()")
+        relu = _vgg19_relu_indices()
+        unknown = [name for name in layers if name not in relu]
+        if unknown:
+            raise ValueError(f"`layers` must be VGG19 ReLU names {sorted(relu)}, got {unknown}")
+        indices = [relu[name] for name in layers]
+        if indices != sorted(set(indices)):
+            raise ValueError(f"`layers` must be distinct and in network order, got {layers}")
+        from torchvision.models.vgg import make_layers
 
-    def train(self, mode: bool = True) -> LearnedTranslator:
-        return super().train(False if self.frozen else mode)
+        cfg, count = [], 0  # the prefix of torchvision's table that reaches the deepest requested layer
+        for v in _vgg19_cfg():
+            if count > indices[-1]:
+                break
+            cfg.append(v)
+            count += 1 if v == "M" else 2
+        self.features = make_layers(cfg)[: indices[-1] + 1]  # torchvision's vgg19().features, cut
+        self.layers = layers
+        self._indices = indices
+        self.normalize = bool(normalize)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, source: Tensor, target: Tensor | None = None) -> Tensor:
-        check_images(source, "source")
-        if target is not None:
-            check_images(target, "target")
-        param = next(self.generator.parameters())
-        return self.generator._translate(source.to(param.dtype), "source").to(source.dtype)
+    def forward(self, images: Tensor) -> list[Tensor]:
+        check_ndim(images, "images", 4, "(B, 3, H, W)")
+        check_floating(images, "images")
+        check_nonempty(images, "images")
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype) if self.normalize else images
+        out, wanted = [], set(self._indices)
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in wanted:
+                out.append(x)
+        return out
 
-    def checkpoint(self, **extra: Any) -> dict[str, Any]:
-        """The dict :meth:`save` writes: ``format``, ``generator_config``, ``generator`` (weights), extras."""
-        return translator_checkpoint(self.generator, **extra)
 
-    def save(self, path: str | os.PathLike, **extra: Any) -> Path:
-        """Write the translator atomically (``extra`` entries are stored beside it)."""
-        from diga.engine.checkpoint import atomic_save
+def vgg19_features(
+    weights_path: str | os.PathLike,
+    *,
+    layers: Sequence[str] = VGG19_PAPER_LAYERS,
+    normalize: bool = True,
+) -> VGG19Features:
+    """A frozen :class:`VGG19Features` with ImageNet weights read from a local file (never downloaded).
 
-        return atomic_save(self.checkpoint(**extra), path)
+    The file is a ``torch.save``'d state dict of torchvision's ``vgg19``
+    (``vgg19-dcbb9e9d.pth``: keys ``features.<i>.weight`` / ``.bias``, the
+    classifier is ignored), of ``vgg19().features`` alone (keys ``<i>.weight``),
+    or a dict holding one of those under ``"state_dict"``. It is read with
+    ``weights_only=True``.
 
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | os.PathLike, *, map_location: Any = "cpu", frozen: bool = True
-    ) -> LearnedTranslator:
-        """Load a translator saved by :meth:`save` or by :func:`diga.engine.train_translator`
-        (``translator_final.pt``, or ``translator_last.pt`` of an unfinished run).
+    Args:
+        weights_path: the local weight file.
+        layers: ReLU outputs to return (paper: relu1_1 ... relu5_1).
+        normalize: ImageNet mean/std normalisation of ``[0, 1]`` RGB inputs inside the net.
 
-        Raises:
-            FileNotFoundError: no such file.
-            ValueError: the file is not a translator checkpoint, or its weights do not fit.
-        """
-        from diga.engine.checkpoint import load_checkpoint
+    Returns:
+        The network, frozen (no parameter requires grad) and in eval mode.
 
-        ckpt = load_checkpoint(path, map_location=map_location)
-        where = f"checkpoint {str(path)!r}"
-        if not isinstance(ckpt, Mapping) or "generator_config" not in ckpt:
-            keys = sorted(ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__
-            raise ValueError(
-                f"{where} is not a translator checkpoint: expected 'generator_config' and 'generator' "
-                f"(or 'models') entries, got {keys}"
-            )
-        if "generator" in ckpt:
-            state = ckpt["generator"]
-        elif "models" in ckpt and "source_to_target" in ckpt["models"]:
-            state = ckpt["models"]["source_to_target"]
-        else:
-            raise ValueError(f"{where} has a generator config but no 'generator' weights, got {sorted(ckpt)}")
-        return cls(generator_from_state(ckpt["generator_config"], state, where=where), frozen=frozen)
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an unreadable file, or one missing weights the requested layers need.
 
-    def extra_repr(self) -> str:
-        return f"frozen={self.frozen}"
+    Example:
+        >>> import tempfile, os
+        >>> net = VGG19Features(layers=("relu1_1",))
+        >>> path = os.path.join(tempfile.mkdtemp(), "vgg19.pth")
+        >>> torch.save(net.state_dict(), path)
+        >>> loaded = vgg19_features(path, layers=("relu1_1",))
+        >>> loaded(torch.rand(1, 3, 8, 8))[0].shape, loaded.features[0].weight.requires_grad
+        (torch.Size([1, 64, 8, 8]), False)
+    """
+    path = os.fspath(weights_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VGG19 weight file not found: {path!r} (weights are never downloaded)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"cannot read VGG19 weights from {path!r}: {err}") from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path!r} must hold a state dict, got {type(state).__name__}")
+    net = VGG19Features(layers=layers, normalize=normalize)
+    wanted = net.features.state_dict()
+    loaded = {}
+    for key in wanted:
+        for candidate in (f"features.{key}", key):
+            if candidate in state:
+                loaded[key] = state[candidate]
+                break
+    missing = [f"features.{k}" for k in wanted if k not in loaded]
+    if missing:
+        raise ValueError(
+            f"{path!r} lacks VGG19 weights for layers up to {net.layers[-1]}: missing {missing[:4]}"
+            + (f" ... ({len(missing)} in all)" if len(missing) > 4 else "")
+        )
+    try:
+        net.features.load_state_dict(loaded)
+    except RuntimeError as err:
+        raise ValueError(f"{path!r} does not hold VGG19 weights: {err}") from err
+    net.requires_grad_(False)
+    return net.eval()

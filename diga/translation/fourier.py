@@ -84,7 +84,7 @@ class FourierTranslator(nn.Module):
         torch.Size([2, 3, 64, 64])
     """
 
-    def __init__(self, beta: float = 0.01) -> None:
+    def __init__(self, *, beta: float = 0.01) -> None:
         super().__init__()
         check_number(beta, "beta", low=0, high=0.5)
         self.beta = float(beta)

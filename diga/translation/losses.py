@@ -15,7 +15,6 @@ when given float64); losses have the input's dtype.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -39,13 +38,11 @@ __all__ = [
     "PerceptualLoss",
     "ReconstructionLoss",
     "SemanticEdgeLoss",
-    "VGG19Features",
     "lsgan_loss",
     "perceptual_loss",
     "reconstruction_loss",
     "semantic_edge_loss",
     "semantic_edge_mask",
-    "vgg19_features",
 ]
 
 #: The paper's per-layer weights of the perceptual loss (relu1_1 ... relu5_1).
@@ -180,12 +177,12 @@ def perceptual_loss(
     wider than ``max_width``; then ``sum_i w_i * mean |f_i(output) - f_i(target)|``,
     with the target's features computed without gradient. The paper's net is
     an ImageNet VGG19 cut at relu1_1 ... relu5_1 with weights 1/32 ... 1
-    (see :func:`vgg19_features`). Gradient flows through ``net`` to ``output``;
+    (see :func:`~diga.translation.vgg19_features`). Gradient flows through ``net`` to ``output``;
     ``net``'s own parameters should be frozen (:class:`PerceptualLoss` does it).
 
     Args:
         output: ``(B, 3, H, W)`` images, in whatever range ``net`` expects
-            (:class:`VGG19Features`: RGB in ``[0, 1]``).
+            (:class:`~diga.translation.VGG19Features`: RGB in ``[0, 1]``).
         target: same shape.
         net: maps images to a list of feature maps, one per entry of ``layer_weights``.
         layer_weights: weight of each feature map.
@@ -285,159 +282,6 @@ class PerceptualLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layer_weights={self.layer_weights}, max_width={self.max_width}"
-
-
-# torchvision's vgg19().features, layer by layer: channel count of each 3x3 conv, "M" a 2x2 max-pool.
-_VGG19_CFG = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"
-)
-
-
-def _vgg19_relu_indices() -> dict[str, int]:
-    """``relu{block}_{conv}`` -> index in ``torchvision.models.vgg19().features``."""
-    out, index, block, conv = {}, 0, 1, 1
-    for v in _VGG19_CFG:
-        if v == "M":
-            index += 1
-            block, conv = block + 1, 1
-            continue
-        out[f"relu{block}_{conv}"] = index + 1
-        index += 2
-        conv += 1
-    return out
-
-
-_VGG19_RELU = _vgg19_relu_indices()
-#: The layers the paper's ``Vgg19`` returns.
-VGG19_PAPER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-
-
-class VGG19Features(nn.Module):
-    """VGG19's convolutional stack (torchvision's layer indices), returning the chosen ReLU outputs.
-
-    Built with random weights; use :func:`vgg19_features` to load real ones
-    from a local file. Only the layers up to the deepest requested one exist.
-
-    Args:
-        layers: names ``relu{block}_{conv}`` in network order (paper: relu1_1, relu2_1,
-            relu3_1, relu4_1, relu5_1).
-        normalize: subtract the ImageNet mean and divide by its std first, so inputs are
-            RGB in ``[0, 1]``, as torchvision's weights expect.
-
-    Shapes:
-        ``(B, 3, H, W)`` -> list of ``(B, C_i, H / 2^k, W / 2^k)``, one per layer.
-
-    Example:
-        >>> net = VGG19Features(layers=("relu1_1", "relu2_1"))
-        >>> [tuple(f.shape) for f in net(torch.rand(1, 3, 8, 8))]
-        [(1, 64, 8, 8), (1, 128, 4, 4)]
-    """
-
-    def __init__(self, *, layers: Sequence[str] = VGG19_PAPER_LAYERS, normalize: bool = True) -> None:
-        super().__init__()
-        layers = tuple(layers)
-        if not layers:
-            raise ValueError("`layers` must name at least one VGG19 layer, got ()")
-        unknown = [name for name in layers if name not in _VGG19_RELU]
-        if unknown:
-            raise ValueError(f"`layers` must be VGG19 ReLU names {sorted(_VGG19_RELU)}, got {unknown}")
-        indices = [_VGG19_RELU[name] for name in layers]
-        if indices != sorted(set(indices)):
-            raise ValueError(f"`layers` must be distinct and in network order, got {layers}")
-        modules: list[nn.Module] = []
-        channels = 3
-        for v in _VGG19_CFG:
-            if len(modules) > indices[-1]:
-                break
-            if v == "M":
-                modules.append(nn.MaxPool2d(2, 2))
-            else:
-                modules += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU()]
-                channels = v
-        self.features = nn.Sequential(*modules[: indices[-1] + 1])
-        self.layers = layers
-        self._indices = indices
-        self.normalize = bool(normalize)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: Tensor) -> list[Tensor]:
-        _check_image_like(images, "images")
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype) if self.normalize else images
-        out, wanted = [], set(self._indices)
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in wanted:
-                out.append(x)
-        return out
-
-
-def vgg19_features(
-    weights_path: str | os.PathLike,
-    *,
-    layers: Sequence[str] = VGG19_PAPER_LAYERS,
-    normalize: bool = True,
-) -> VGG19Features:
-    """A frozen :class:`VGG19Features` with ImageNet weights read from a local file (never downloaded).
-
-    The file is a ``torch.save``'d state dict of torchvision's ``vgg19``
-    (``vgg19-dcbb9e9d.pth``: keys ``features.<i>.weight`` / ``.bias``, the
-    classifier is ignored), of ``vgg19().features`` alone (keys ``<i>.weight``),
-    or a dict holding one of those under ``"state_dict"``. It is read with
-    ``weights_only=True``.
-
-    Args:
-        weights_path: the local weight file.
-        layers: ReLU outputs to return (paper: relu1_1 ... relu5_1).
-        normalize: ImageNet mean/std normalisation of ``[0, 1]`` RGB inputs inside the net.
-
-    Returns:
-        The network, frozen (no parameter requires grad) and in eval mode.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: an unreadable file, or one missing weights the requested layers need.
-
-    Example:
-        >>> import tempfile, os
-        >>> net = VGG19Features(layers=("relu1_1",))
-        >>> path = os.path.join(tempfile.mkdtemp(), "vgg19.pth")
-        >>> torch.save(net.state_dict(), path)
-        >>> loaded = vgg19_features(path, layers=("relu1_1",))
-        >>> loaded(torch.rand(1, 3, 8, 8))[0].shape, loaded.features[0].weight.requires_grad
-        (torch.Size([1, 64, 8, 8]), False)
-    """
-    path = os.fspath(weights_path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"VGG19 weight file not found: {path!r} (weights are never downloaded)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"cannot read VGG19 weights from {path!r}: {err}") from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path!r} must hold a state dict, got {type(state).__name__}")
-    net = VGG19Features(layers=layers, normalize=normalize)
-    wanted = net.features.state_dict()
-    loaded = {}
-    for key in wanted:
-        for candidate in (f"features.{key}", key):
-            if candidate in state:
-                loaded[key] = state[candidate]
-                break
-    missing = [f"features.{k}" for k in wanted if k not in loaded]
-    if missing:
-        raise ValueError(
-            f"{path!r} lacks VGG19 weights for layers up to {net.layers[-1]}: missing {missing[:4]}"
-            + (f" ... ({len(missing)} in all)" if len(missing) > 4 else "")
-        )
-    try:
-        net.features.load_state_dict(loaded)
-    except RuntimeError as err:
-        raise ValueError(f"{path!r} does not hold VGG19 weights: {err}") from err
-    net.requires_grad_(False)
-    return net.eval()
 
 
 # ----------------------------------------------------------------------------- semantic edges

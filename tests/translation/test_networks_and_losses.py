@@ -8,12 +8,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import diga
-from diga.losses.translator_losses import (
+from diga.translation import (
     PAPER_LAYER_WEIGHTS,
+    LearnedTranslator,
     LSGANLoss,
+    MultiScaleDiscriminator,
     PerceptualLoss,
     ReconstructionLoss,
     SemanticEdgeLoss,
+    TranslatorDecoder,
+    TranslatorEncoder,
+    TranslatorGenerator,
     VGG19Features,
     lsgan_loss,
     perceptual_loss,
@@ -21,13 +26,6 @@ from diga.losses.translator_losses import (
     semantic_edge_loss,
     semantic_edge_mask,
     vgg19_features,
-)
-from diga.models.translator import (
-    LearnedTranslator,
-    MultiScaleDiscriminator,
-    TranslatorDecoder,
-    TranslatorEncoder,
-    TranslatorGenerator,
 )
 
 TINY = {"dim": 8, "n_res": 1}

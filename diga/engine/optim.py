@@ -1,0 +1,69 @@
+"""A stage's optimiser (the paper's SGD groups and poly schedule), its step, and mixed precision."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from diga._checks import check_number
+from diga.engine.loop import backward_step, poly_schedule
+from diga.models import param_groups
+
+__all__ = ["OptimConfig", "autocast_context", "make_optimizer", "optimizer_step"]
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule of one stage (the paper: SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9,
+    head at 10x)."""
+
+    optimizer: str = "sgd"
+    lr: float = 2.5e-4
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    power: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"`optimizer` must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
+        check_number(self.lr, "lr", low=0, low_open=True)
+        check_number(self.head_lr_mult, "head_lr_mult", low=0, low_open=True)
+        check_number(self.power, "power", low=0)
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int):
+    """Optimiser over the encoder (lr) and the rest (lr x head_lr_mult), with a poly schedule."""
+    groups = param_groups(model, cfg.lr, head_lr_mult=cfg.head_lr_mult)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, poly_schedule(opt, total_steps, cfg.power)
+
+
+def autocast_context(device: torch.device, amp: bool | str):
+    """``torch.autocast`` for ``amp`` (True: bf16 where supported, else fp16; or 'bf16'/'fp16')."""
+    if not amp:
+        return contextlib.nullcontext(), None
+    if amp is True:
+        if device.type == "cuda":
+            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            amp = "bf16"
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"`amp` must be True, False, 'bf16' or 'fp16', got {amp!r}")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if (amp == "fp16" and device.type == "cuda") else None
+    return torch.autocast(device_type=device.type, dtype=dtype), scaler
+
+
+def optimizer_step(loss: Tensor, optimizer, scheduler, scaler=None) -> None:
+    """Backward (scaled when fp16 AMP gives a ``scaler``), optimiser and schedule step, gradients cleared."""
+    backward_step(loss, optimizer, scaler)
+    scheduler.step()
