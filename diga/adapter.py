@@ -241,7 +241,6 @@ class Adapter(nn.Module):
             check_number(labeller_refresh, "labeller_refresh", low=1, integer=True)
         self.labeller_refresh = None if labeller_refresh is None else int(labeller_refresh)
         self.labeller: nn.Module | None = None
-        self.labeller_due: int | None = None  # stage step at which the online labeller is next refreshed
         self.stage_step = 0  # self-training steps taken in the current stage
         self.step = 0
 
@@ -333,16 +332,25 @@ class Adapter(nn.Module):
             self.reset_teacher(ramp=1.0)
             self.monitor.set_reference(counts=self.centroids.pixel_counts)
             self.labeller = None
-            self.labeller_due = self.labeller_refresh
             self.stage_step = 0
             self.stage = "self_training"
         if not online:
             return
         if self.labeller is None:
             self._make_labeller(self.teacher.model)
-        elif self.labeller_due is not None and self.stage_step >= self.labeller_due:
+        elif self.stage_step == self.labeller_due:
             self._make_labeller(self.teacher.model)
-            self.labeller_due = 2 * self.stage_step
+
+    @property
+    def labeller_due(self) -> int | None:
+        """The stage step before which the online labeller is next refreshed: the smallest
+        ``labeller_refresh * 2**k`` not yet passed (None without a refresh)."""
+        if self.labeller_refresh is None:
+            return None
+        due = self.labeller_refresh
+        while due < self.stage_step:
+            due *= 2
+        return due
 
     def _make_labeller(self, source: nn.Module) -> None:
         labeller = copy.deepcopy(unwrap_model(source)).eval()
@@ -666,15 +674,12 @@ class Adapter(nn.Module):
         return self
 
     def get_extra_state(self) -> dict:
-        return {"step": self.step, "stage": self.stage, "stage_step": self.stage_step,
-                "labeller_due": self.labeller_due}
+        return {"step": self.step, "stage": self.stage, "stage_step": self.stage_step}
 
     def set_extra_state(self, state: dict) -> None:
         self.step = int(state["step"])
         self.stage = str(state.get("stage", "warmup"))
         self.stage_step = int(state.get("stage_step", 0))
-        due = state.get("labeller_due", self.labeller_refresh)
-        self.labeller_due = None if due is None else int(due)
 
     def extra_repr(self) -> str:
         return (
