@@ -54,7 +54,7 @@ def main() -> int:
         return 2
     device = torch.device("cuda")
     torch.manual_seed(0)
-    model = create_model("deeplabv3plus", num_classes=19, encoder="resnet18")
+    model = create_model("deeplabv3plus", num_classes=19, encoder_name="resnet18")
     adapter = Adapter(model, 19, translator=FourierTranslator(beta=0.01)).to(device).train()
     g = torch.Generator().manual_seed(0)
     src, tgt = (t.to(device) for t in torch.rand(2, 2, 3, 256, 448, generator=g))

@@ -32,7 +32,7 @@ import pytest
 import torch
 from _harness import RESULTS_DIR, write_rows
 
-from diga import ClassBalancedSelector, ConfidenceThresholdSelector
+from diga import AblationOptions, ClassBalancedSelector, ConfidenceThresholdSelector
 from diga.data import SHIFT_KINDS
 from diga.demo import DemoConfig, ShiftExperiment
 from diga.engine.distributed import DistInfo
@@ -59,13 +59,17 @@ PLOT = {"kind": "barh", "label": "variant", "value": "miou", "xlabel": "target m
 # (name, label, adapter options)
 WARMUP_VARIANTS = [
     ("warmup", "DiGA warm-up (ours: cross-domain mix + symmetric KD)", {}),
-    ("warmup_no_mix", "warm-up without the cross-domain mix", {"cross_domain_mix": False}),
-    ("warmup_no_kd", "warm-up without KD (both views as CE augmentation)", {"kd_weight": 0.0, "mixed_view_ce": True}),
-    ("warmup_kd_mixed_ce", "warm-up with KD and CE on the mixed view too", {"mixed_view_ce": True}),
-    ("warmup_no_mix_no_kd", "warm-up without mix and without KD", {"cross_domain_mix": False, "kd_weight": 0.0,
-                                                                    "mixed_view_ce": True}),
-    ("warmup_bn_leak", "warm-up with the paper script's target BN leak", {"target_bn_leak": True}),
-    ("warmup_teacher_train", "warm-up with the paper script's train-mode teacher", {"teacher_train_mode": True}),
+    ("warmup_no_mix", "warm-up without the cross-domain mix", {"ablation": AblationOptions(cross_domain_mix=False)}),
+    ("warmup_no_kd", "warm-up without KD (both views as CE augmentation)",
+     {"kd_weight": 0.0, "ablation": AblationOptions(mixed_view_ce=True)}),
+    ("warmup_kd_mixed_ce", "warm-up with KD and CE on the mixed view too",
+     {"ablation": AblationOptions(mixed_view_ce=True)}),
+    ("warmup_no_mix_no_kd", "warm-up without mix and without KD",
+     {"kd_weight": 0.0, "ablation": AblationOptions(cross_domain_mix=False, mixed_view_ce=True)}),
+    ("warmup_bn_leak", "warm-up with the paper script's target BN leak",
+     {"ablation": AblationOptions(target_bn_leak=True)}),
+    ("warmup_teacher_train", "warm-up with the paper script's train-mode teacher",
+     {"ablation": AblationOptions(teacher_train_mode=True)}),
 ]
 # (name, label, selector factory, online)
 SELECTORS = [

@@ -135,7 +135,7 @@ def test_recipe_timing(bench, tmp_path_factory, which, amp):
         recipe = replace(recipe, crop_size=(64, 96))
     data = benchmark_data(which, recipe, source_root=root / which, target_root=root / "cityscapes")
     torch.manual_seed(0)
-    model = create_model("deeplabv2", num_classes=recipe.num_classes, encoder=encoder)
+    model = create_model("deeplabv2", num_classes=recipe.num_classes, encoder_name=encoder)
     dist = DistInfo(0, 1, 0, device)
     adapter = build_adapter(model, recipe, translator=FourierTranslator(beta=recipe.fourier_beta), dist=dist)
     if device.type == "cuda":  # DIGA_BENCH_RECIPE_ITERS shortens it where device time is scarce

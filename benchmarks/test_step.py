@@ -87,7 +87,7 @@ def _target(bench) -> Target:
 
 def _adapter(s: StepShapes, device) -> Adapter:
     torch.manual_seed(0)
-    model = create_model(s.model, num_classes=s.classes, encoder=s.encoder, **dict(s.kwargs))
+    model = create_model(s.model, num_classes=s.classes, encoder_name=s.encoder, **dict(s.kwargs))
     return Adapter(model, s.classes, translator=FourierTranslator(beta=0.01)).to(device).train()
 
 

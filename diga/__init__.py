@@ -2,7 +2,7 @@
 
 from diga._checks import set_value_checks, value_checks, value_checks_enabled
 from diga._wrap import unwrap_model
-from diga.adapter import Adapter, StepOutput
+from diga.adapter import AblationOptions, Adapter, StepOutput
 from diga.augment import (
     CrossDomainMix,
     StrongPhotometric,
@@ -45,6 +45,7 @@ from diga.translation import FourierTranslator, IdentityTranslator, LearnedTrans
 __version__ = "0.1.0"
 
 __all__ = [
+    "AblationOptions",
     "Adapter",
     "ClassBalancedSelector",
     "ClassCentroids",

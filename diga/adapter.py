@@ -21,15 +21,58 @@ from diga._checks import (
 from diga._ops import class_argmax
 from diga._wrap import unwrap_model
 from diga.augment import CrossDomainMix, StrongPhotometric, class_mix_mask, mix_by_mask
-from diga.data.batch import batch_images
 from diga.losses import SymmetricKDLoss, resize_logits, segmentation_ce_loss
 from diga.metrics import pseudo_label_precision
 from diga.models import FeatureSegmenter, with_features
-from diga.selectors import ClassCentroids, ClassShareMonitor, DynamicPseudoLabelSelector, kept_fractions
+from diga.selectors import (
+    ClassCentroids,
+    ClassShareMonitor,
+    DynamicPseudoLabelSelector,
+    init_centroids,
+    kept_fractions,
+)
 from diga.teacher import EMATeacher
 from diga.translation import Translator
 
-__all__ = ["Adapter", "StepOutput"]
+__all__ = ["AblationOptions", "Adapter", "StepOutput"]
+
+
+@dataclass(frozen=True)
+class AblationOptions:
+    """The paper script's choices and the ablation switches of the warm-up, off by default.
+
+    The defaults are DiGA as the paper describes it (and as ``Adapter()`` runs it);
+    each switch gives one row of the ablation in docs/benchmarks.md, or reproduces
+    what the paper's script does differently from its text.
+
+    Attributes:
+        cross_domain_mix: False makes the warm-up's second view the strongly augmented
+            source alone (no translated background, no paste).
+        mixed_view_ce: also train the warm-up's second view with CE on the source labels
+            (with ``kd_weight=0``: the "augmentation without distillation" baseline).
+        target_bn_leak: the paper script's warm-up leak: the student runs on the target
+            batch in train mode (no gradient), so target batch-norm statistics enter the
+            "source-only" warm-up.
+        teacher_train_mode: keep the teacher in train mode (dropout on) like the paper's script.
+        kd_mask_ignore: leave source ignore pixels out of the KD terms (the paper keeps
+            every pixel).
+
+    Example:
+        >>> AblationOptions(mixed_view_ce=True)
+        AblationOptions(cross_domain_mix=True, mixed_view_ce=True, target_bn_leak=False, \
+teacher_train_mode=False, kd_mask_ignore=False)
+    """
+
+    cross_domain_mix: bool = True
+    mixed_view_ce: bool = False
+    target_bn_leak: bool = False
+    teacher_train_mode: bool = False
+    kd_mask_ignore: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be a bool, got {value!r}")
 
 
 @dataclass
@@ -133,17 +176,8 @@ class Adapter(nn.Module):
         feature_dim: ``D``; read from the wrapped model, or found by one dry forward.
         selector: pseudo-label selector; default :class:`~diga.DynamicPseudoLabelSelector`
             on this adapter's centroids. Threshold baselines work too.
-        kd_mask_ignore: leave source ignore pixels out of the KD terms (the paper
-            keeps every pixel; default False matches it).
-        target_bn_leak: reproduce the paper script's warm-up leak: the student
-            runs on the target batch in train mode (no gradient), so target
-            batch-norm statistics enter the "source-only" warm-up.
-        teacher_train_mode: keep the teacher in train mode like the paper's script.
-        cross_domain_mix: ablation switch; False makes the warm-up's second view
-            the strongly augmented source alone (no translated background, no paste).
-        mixed_view_ce: ablation switch; also train the warm-up's second view with
-            CE on the source labels (the "augmentation without distillation"
-            baseline, with ``kd_weight=0``).
+        ablation: the paper script's choices and the ablation switches
+            (:class:`AblationOptions`); default: none, DiGA as the paper describes it.
         online_scales: scales of the online labeller's fused prediction (the paper's
             pseudo-labels: full and half resolution).
         labeller_refresh: online mode: self-training steps before the labeller is first
@@ -185,11 +219,7 @@ class Adapter(nn.Module):
         feature_layer: str | None = None,
         feature_dim: int | None = None,
         selector: nn.Module | None = None,
-        kd_mask_ignore: bool = False,
-        target_bn_leak: bool = False,
-        teacher_train_mode: bool = False,
-        cross_domain_mix: bool = True,
-        mixed_view_ce: bool = False,
+        ablation: AblationOptions | None = None,
         online_scales: Sequence[float] = (1.0, 0.5),
         labeller_refresh: int | None = None,
     ) -> None:
@@ -206,14 +236,13 @@ class Adapter(nn.Module):
         self.ignore_index = int(ignore_index)
         self.kd_weight = float(kd_weight)
         self.st_kd_weight = float(st_kd_weight)
-        self.kd_mask_ignore = bool(kd_mask_ignore)
-        self.target_bn_leak = bool(target_bn_leak)
-        self.cross_domain_mix = bool(cross_domain_mix)
-        self.mixed_view_ce = bool(mixed_view_ce)
+        if ablation is not None and not isinstance(ablation, AblationOptions):
+            raise ValueError(f"`ablation` must be an AblationOptions, got {type(ablation).__name__}")
+        self.ablation = ablation if ablation is not None else AblationOptions()
 
         self.student = model if _is_feature_model(model) else with_features(model, feature_layer)
         self.teacher = EMATeacher(self.student, teacher_momentum, ramp=teacher_ramp, buffers=teacher_buffers,
-                                  train_mode=teacher_train_mode)
+                                  train_mode=self.ablation.teacher_train_mode)
         self.teacher.update(self.student)  # the paper's iteration-0 copy: see the class docstring
         self.stage = "warmup"
         self.translator = translator
@@ -284,7 +313,7 @@ class Adapter(nn.Module):
         return self.kd(
             resize_logits(student_logits, size),
             resize_logits(teacher_logits, size),
-            labels if self.kd_mask_ignore else None,
+            labels if self.ablation.kd_mask_ignore else None,
         )
 
     @property
@@ -391,7 +420,7 @@ class Adapter(nn.Module):
         without translator) is the background onto which half of the source
         classes of the strongly augmented source are pasted. Student and teacher
         each see ``[clean; mixed]`` in one batched forward. The target batch
-        serves the translator only (unless ``target_bn_leak``).
+        serves the translator only (unless ``ablation.target_bn_leak``).
 
         Args:
             source_images: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
@@ -409,25 +438,26 @@ class Adapter(nn.Module):
         self, source_images: Tensor, source_labels: Tensor, target_images: Tensor | None,
         generator: torch.Generator | None,
     ) -> StepOutput:
-        b = source_images.shape[0]
+        b, ablation = source_images.shape[0], self.ablation
+        # Two views of each source image: the clean one, and the strongly augmented source
+        # pasted (half its classes) over the translated source.
         translated = self._translate(source_images, target_images)
         augmented = self.augment(source_images, generator=generator)
-        if self.cross_domain_mix:
+        if ablation.cross_domain_mix:
             mixed, _, mask = self.mix(augmented, translated, source_labels, generator=generator)
-        else:  # ablation: the augmented source alone
+        else:
             mixed, mask = augmented, torch.ones_like(source_labels, dtype=torch.bool)
         views = torch.cat([source_images, mixed])
 
-        if self.target_bn_leak and target_images is not None:
+        if ablation.target_bn_leak and target_images is not None:
             with torch.no_grad():
                 self.train_student(target_images)
+        # Student and teacher on both views; CE on the clean view, symmetric KD across the two.
         student_logits, _ = self.train_student(views)
         teacher_logits, _ = self.teacher(views)
-
-        if self.mixed_view_ce:  # ablation: both views as plain CE data augmentation
-            ce = segmentation_ce_loss(student_logits, source_labels.repeat(2, 1, 1), ignore_index=self.ignore_index)
-        else:
-            ce = segmentation_ce_loss(student_logits[:b], source_labels, ignore_index=self.ignore_index)
+        ce_views = student_logits if ablation.mixed_view_ce else student_logits[:b]
+        ce_labels = source_labels.repeat(2, 1, 1) if ablation.mixed_view_ce else source_labels
+        ce = segmentation_ce_loss(ce_views, ce_labels, ignore_index=self.ignore_index)
         kd = self._kd(student_logits, teacher_logits, source_labels)
         loss = ce + self.kd_weight * kd
         self.step += 1
@@ -468,7 +498,7 @@ class Adapter(nn.Module):
 
         1. Teacher on ``[source; cross-domain mixed source]`` and on the clean target.
         2. The selector keeps the pseudo-labels the nearest centroid agrees with
-           (``target_pseudo_labels``; the teacher's own argmax when None: online mode).
+           (``target_pseudo_labels``; made by the frozen labeller when None: online mode).
         3. Centroids: one EMA step from the target (selected labels, teacher
            prediction agreeing) and one from the source's mixed view, as the paper.
         4. DACS mix: half of the source classes pasted onto the augmented target,
@@ -560,7 +590,8 @@ class Adapter(nn.Module):
         for k in range(self.num_classes):
             parts[f"kept/{k}"] = stats.kept_per_class[k]
         if target_labels is not None:
-            parts.update(self._precision(target_pseudo_labels, selected, target_labels))
+            for name, lbl in (("precision_before", target_pseudo_labels), ("precision_after", selected)):
+                parts[name] = pseudo_label_precision(lbl, target_labels, ignore_index=self.ignore_index)
         return StepOutput(
             loss=loss,
             parts=parts,
@@ -572,71 +603,46 @@ class Adapter(nn.Module):
             },
         )
 
-    def _precision(self, before: Tensor, after: Tensor, truth: Tensor) -> dict[str, Tensor]:
-        """Pseudo-label precision (correct / labelled, over pixels with ground truth) before and after."""
-        return {name: pseudo_label_precision(lbl, truth, ignore_index=self.ignore_index)
-                for name, lbl in (("precision_before", before), ("precision_after", after))}
-
     # ---------------------------------------------------------- centroids
-    @torch.no_grad()
     def init_centroids(
         self,
         batches: Iterable[Any],
         *,
         use_labels: bool = False,
-        model: str = "student",
+        which: str = "student",
         max_batches: int | None = None,
         progress: bool = False,
     ) -> Tensor:
-        """Stage 3: class centroids from a pass over images (the paper: the target set).
+        """Stage 3: this adapter's class centroids from one pass over images (the paper: the target set).
 
-        Each pixel counts for the class the model predicts there (and, with
-        ``use_labels``, only where the batch's labels agree: source centroids).
-        Under ``torch.distributed`` each rank passes its shard and the sums are
-        reduced once at the end.
+        :func:`diga.selectors.init_centroids` with the student (the paper's choice after warm-up) or the
+        teacher; the next self-training step then starts a self-training stage.
 
         Args:
             batches: iterable of image tensors, ``(images, labels, ...)`` tuples
                 or dicts with ``"image"`` (and ``"label"``).
-            use_labels: also require the batch's labels to agree.
-            model: ``"student"`` (the paper's choice after warm-up) or ``"teacher"``.
+            use_labels: count a pixel only where the batch's labels agree with the prediction.
+            which: ``"student"`` or ``"teacher"``.
             max_batches: stop after this many batches.
             progress: show a tqdm bar.
 
         Returns:
             The ``(C, D)`` centroids.
         """
-        if model not in ("student", "teacher"):
-            raise ValueError(f"`model` must be 'student' or 'teacher', got {model!r}")
-        net = unwrap_model(self.student) if model == "student" else self.teacher.model
-        was_training = net.training
-        net.eval()
-        self.centroids.reset_running()
-        try:
-            iterator = batches
-            if progress:
-                from tqdm.auto import tqdm
-
-                iterator = tqdm(batches, desc="centroids", total=max_batches, leave=False)
-            for i, batch in enumerate(iterator):
-                if max_batches is not None and i >= max_batches:
-                    break
-                images = batch_images(batch)
-                device = self.centroids.centroids.device
-                logits, feats = net(images.to(device))
-                labels = None
-                if use_labels:
-                    labels = batch["label"] if isinstance(batch, dict) else batch[1]
-                    labels = labels.to(device)
-                self.centroids.accumulate(feats, labels=labels, logits=logits)
-        finally:
-            net.train(was_training)
+        centroids = init_centroids(self.centroids, self._model(which), batches, use_labels=use_labels,
+                                   max_batches=max_batches, progress=progress)
         self.stage = "centroids"  # the next self-training step starts a self-training stage
-        return self.centroids.finalize()
+        return centroids
+
+    def _model(self, which: str) -> nn.Module:
+        """The unwrapped student or the teacher's model."""
+        if which not in ("student", "teacher"):
+            raise ValueError(f"`which` must be 'student' or 'teacher', got {which!r}")
+        return unwrap_model(self.student) if which == "student" else self.teacher.model
 
     # ------------------------------------------------------------ predict
     def predict(
-        self, images: Tensor, scales: Sequence[float] = (1.0, 0.5), *, model: str = "student"
+        self, images: Tensor, scales: Sequence[float] = (1.0, 0.5), *, which: str = "student"
     ) -> Tensor:
         """Multi-scale prediction fused by element-wise max of the logits, as in the paper.
 
@@ -645,17 +651,14 @@ class Adapter(nn.Module):
         Args:
             images: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
             scales: resize factors (the paper: full and half resolution).
-            model: ``"student"`` or ``"teacher"``.
+            which: ``"student"`` or ``"teacher"``.
 
         Returns:
             ``(B, C, H, W)`` fused logits (``.argmax(1)`` for labels).
         """
         from diga.inference import predict_logits
 
-        if model not in ("student", "teacher"):
-            raise ValueError(f"`model` must be 'student' or 'teacher', got {model!r}")
-        net = unwrap_model(self.student) if model == "student" else self.teacher.model
-        return predict_logits(net, images, scales)
+        return predict_logits(self._model(which), images, scales)
 
     # -------------------------------------------------------------- state
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
@@ -685,4 +688,4 @@ class Adapter(nn.Module):
         return (
             f"num_classes={self.num_classes}, kd_weight={self.kd_weight}, "
             f"st_kd_weight={self.st_kd_weight}, step={self.step}"
-        )
+        ) + ("" if self.ablation == AblationOptions() else f", ablation={self.ablation}")

@@ -62,7 +62,7 @@ class DemoConfig:
     scales: tuple[float, ...] = (1.0, 0.5)
     device: str = "auto"
     show_progress: bool = True
-    encoder: str = "resnet18"
+    encoder_name: str = "resnet18"
     decoder_channels: tuple[int, ...] = (64, 32, 16, 16)
     variants: tuple[str, ...] = field(default=("source_only", "warmup", "self_training", "threshold"))
 
@@ -108,7 +108,7 @@ class ShiftExperiment:
         """A fresh adapter around a freshly initialised model (the same init for every variant)."""
         cfg = self.cfg
         torch.manual_seed(self.seed)
-        model = create_model("unet", num_classes=self.num_classes, encoder=cfg.encoder,
+        model = create_model("unet", num_classes=self.num_classes, encoder_name=cfg.encoder_name,
                              encoder_depth=len(cfg.decoder_channels), decoder_channels=list(cfg.decoder_channels))
         kwargs.setdefault("translator", FourierTranslator(beta=cfg.fourier_beta))
         kwargs.setdefault("teacher_momentum", cfg.teacher_momentum)
@@ -212,8 +212,9 @@ def _precision(data: CachedDataset, ignore_index: int) -> float:
 def _pictures(adapter: Adapter, source, pseudo_labelled, path: Path, dist: DistInfo) -> None:
     """Source, translated, mixed, target, pseudo-label before/after selection, prediction, truth."""
     n = 4
-    src = torch.stack([source[i][0] for i in range(n)]).to(dist.device)
-    src_lbl = torch.stack([source[i][1] for i in range(n)]).to(dist.device)
+    src_items = [source[i] for i in range(n)]
+    src = torch.stack([it["image"] for it in src_items]).to(dist.device)
+    src_lbl = torch.stack([it["label"] for it in src_items]).to(dist.device)
     items = [pseudo_labelled[i] for i in range(n)]
     tgt = torch.stack([it["image"] for it in items]).to(dist.device)
     pseudo = torch.stack([it["pseudo_label"] for it in items]).to(dist.device)
@@ -387,12 +388,12 @@ def adapter_loop(cfg: LoopConfig) -> dict[str, Any]:
 
     def draw(dataset: CachedDataset) -> tuple[torch.Tensor, torch.Tensor]:
         items = [dataset[i] for i in torch.randint(0, len(dataset), (cfg.batch_size,), generator=g).tolist()]
-        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+        return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
 
     def miou(adapter: Adapter) -> float:
         cm = ConfusionMatrix(num_classes)
-        for images, labels in torch.utils.data.DataLoader(val, batch_size=32):
-            cm.update(class_argmax(adapter.predict(images, scales=(1.0,))), labels)
+        for batch in torch.utils.data.DataLoader(val, batch_size=32):
+            cm.update(class_argmax(adapter.predict(batch["image"], scales=(1.0,))), batch["label"])
         return float(cm.compute()["miou"])
 
     torch.manual_seed(cfg.seed)

@@ -98,7 +98,7 @@ def export_model(
 
     Example:
         >>> import tempfile, pathlib, diga
-        >>> net = diga.with_features(diga.create_model("unet", num_classes=3, encoder="resnet18"))
+        >>> net = diga.with_features(diga.create_model("unet", num_classes=3, encoder_name="resnet18"))
         >>> path = export_model(net, pathlib.Path(tempfile.mkdtemp()) / "model.safetensors", classes=["a", "b", "c"])
         >>> model, meta = load_model(path)
         >>> meta["classes"], meta["config"]["name"]

@@ -16,9 +16,10 @@ from diga import (
     FourierTranslator,
     symmetric_kd_loss,
 )
-from diga.adapter import Adapter
+from diga.adapter import AblationOptions, Adapter
 from diga.data.batch import batch_images
 from diga.losses import resize_logits, segmentation_ce_loss
+from diga.selectors import init_centroids
 
 C = 4
 
@@ -74,7 +75,7 @@ class TestWarmup:
         src, lbl, tgt, _ = batch()
         runs = {}
         for leak in (False, True):
-            ad = Adapter(tiny_net(), num_classes=C, target_bn_leak=leak).train()
+            ad = Adapter(tiny_net(), num_classes=C, ablation=AblationOptions(target_bn_leak=leak)).train()
             g = torch.Generator().manual_seed(1)
             ad.warmup_step(src, lbl, tgt * 0.2, generator=g)
             runs[leak] = ad.student.model.encoder.bn1.running_mean.clone()
@@ -86,7 +87,7 @@ class TestWarmup:
     def test_teacher_eval_and_paper_train_mode(self):
         ad = Adapter(tiny_net(), num_classes=C).train()
         assert ad.student.training and not ad.teacher.model.training
-        ad2 = Adapter(tiny_net(), num_classes=C, teacher_train_mode=True).train()
+        ad2 = Adapter(tiny_net(), num_classes=C, ablation=AblationOptions(teacher_train_mode=True)).train()
         assert ad2.teacher.model.training
 
     def test_teacher_sequence_matches_paper(self):
@@ -259,6 +260,23 @@ class TestAdapterMisc:
         with pytest.raises(ValueError, match="batch"):
             batch_images(3)
 
+    def test_init_centroids_runs_the_selectors_pass_on_the_adapters_bank(self, adapter):
+        _, lbl, tgt, _ = batch()
+        for which, net in (("student", adapter.student), ("teacher", adapter.teacher.model)):
+            bank = ClassCentroids(C, adapter.centroids.feature_dim)
+            expected = init_centroids(bank, net, [tgt, tgt.flip(-1)])
+            adapter.train()
+            got = adapter.init_centroids([tgt, tgt.flip(-1)], which=which)
+            assert torch.equal(got, expected) and adapter.student.training and adapter.stage == "centroids"
+        first = adapter.init_centroids([tgt, tgt.flip(-1)], max_batches=1).clone()
+        assert torch.equal(first, adapter.init_centroids([tgt]))
+        with pytest.raises(ValueError, match="`which` must be 'student' or 'teacher', got 'ema'"):
+            adapter.init_centroids([tgt], which="ema")
+        with pytest.raises(ValueError, match="`use_labels=True` needs labelled batches"):
+            adapter.init_centroids([tgt], use_labels=True)
+        with pytest.raises(ValueError, match="max_batches"):
+            adapter.init_centroids([tgt], max_batches=0)
+
     def test_state_dict_round_trip(self, adapter):
         src, lbl, tgt, _ = batch()
         out = adapter.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(0))
@@ -294,7 +312,7 @@ class TestAdapterMisc:
             (lambda a, s, l, t: a.warmup_step(s, l[:, :16], t), "source_labels"),
             (lambda a, s, l, t: a.warmup_step(s, l[:1], t), "batch"),
             (lambda a, s, l, t: a.predict(t, scales=()), "scales"),
-            (lambda a, s, l, t: a.predict(t, model="ema"), "model"),
+            (lambda a, s, l, t: a.predict(t, which="ema"), "which"),
         ],
     )
     def test_bad_input(self, adapter, call, match):
@@ -325,12 +343,22 @@ def test_state_loads_across_selectors():
     assert dynamic.selector.centroids.centroids.dtype == torch.float64
 
 
+def test_ablation_options_check_their_values():
+    assert AblationOptions() == Adapter(tiny_net(), num_classes=C).ablation
+    with pytest.raises(ValueError, match="`mixed_view_ce` must be a bool, got 1"):
+        AblationOptions(mixed_view_ce=1)
+    with pytest.raises(ValueError, match="`ablation` must be an AblationOptions, got dict"):
+        Adapter(tiny_net(), num_classes=C, ablation={"mixed_view_ce": True})
+    assert "ablation=AblationOptions(cross_domain_mix=False" in repr(
+        Adapter(tiny_net(), num_classes=C, ablation=AblationOptions(cross_domain_mix=False)))
+
+
 def test_ablation_switches():
     src, lbl, tgt, _ = batch()
-    plain = Adapter(tiny_net(), num_classes=C, cross_domain_mix=False).train()
+    plain = Adapter(tiny_net(), num_classes=C, ablation=AblationOptions(cross_domain_mix=False)).train()
     out = plain.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
     assert torch.equal(out.images["mixed"], out.images["augmented"]) and out.images["mask"].all()
-    both = Adapter(tiny_net(), num_classes=C, kd_weight=0.0, mixed_view_ce=True).train()
+    both = Adapter(tiny_net(), num_classes=C, kd_weight=0.0, ablation=AblationOptions(mixed_view_ce=True)).train()
     out = both.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
     views = torch.cat([src, out.images["mixed"]])
     logits, _ = both.student(views)

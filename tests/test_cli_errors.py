@@ -35,7 +35,7 @@ def fx(tmp_path_factory):
     root = tmp_path_factory.mktemp("errors")
     shift = write_shift_folders(root / "shift", source_items=3, target_items=2, val_items=2, size=(48, 64))
     classes = (shift / "classes.txt").read_text().split()
-    net = diga.with_features(diga.create_model("unet", num_classes=8, encoder="resnet18"))
+    net = diga.with_features(diga.create_model("unet", num_classes=8, encoder_name="resnet18"))
     model = export_model(net, root / "model.safetensors", classes=classes)
     bad = root / "bad"
     bad.mkdir()

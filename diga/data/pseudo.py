@@ -8,6 +8,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from diga.data.batch import as_batch
+
 __all__ = ["PseudoLabelled", "item_name", "label_file_fits"]
 
 
@@ -64,7 +66,7 @@ class PseudoLabelled(Dataset):
 
     For datasets without their own pseudo-label support (e.g. the built-in
     :class:`~diga.data.SyntheticShift`, or any ``(image, label)`` dataset).
-    Items that are tuples become ``{"image", "label"}``; the dataset's labels are
+    Items that are tuples become ``{"image", "label"}`` (:func:`~diga.data.as_batch`); the dataset's labels are
     kept (for monitoring pseudo-label precision; never trained on).
 
     Args:
@@ -91,7 +93,7 @@ class PseudoLabelled(Dataset):
         from diga.data.io import load_label
 
         item = self.dataset[index]
-        out = dict(item) if isinstance(item, dict) else dict(zip(("image", "label"), item, strict=False))
+        out = as_batch(item)
         path = self.directory / f"{item_name(item, index)}.png"
         out["pseudo_label"] = load_label(path)
         return out

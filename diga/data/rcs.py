@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from diga._checks import check_number
 from diga._io import atomic_write_json
+from diga.data.batch import as_batch
 
 __all__ = ["RareClassSampling", "class_pixel_counts"]
 
@@ -19,7 +20,7 @@ __all__ = ["RareClassSampling", "class_pixel_counts"]
 def class_pixel_counts(dataset: Dataset, num_classes: int, *, progress: bool = True) -> Tensor:
     """``(N, C)`` int64 pixel count of each class in each item's label (one pass over the labels).
 
-    Items are dicts with ``"label"`` or ``(image, label)`` tuples; taken untransformed
+    Items are read through :func:`~diga.data.as_batch` (dicts with ``"label"``, or tuples); taken untransformed
     when the dataset has a ``transform`` attribute (it is switched off for the pass).
     """
     from tqdm.auto import tqdm
@@ -31,7 +32,7 @@ def class_pixel_counts(dataset: Dataset, num_classes: int, *, progress: bool = T
         rows = []
         for i in tqdm(range(len(dataset)), desc="class statistics", disable=not progress, leave=False):
             item = dataset[i]
-            label = item["label"] if isinstance(item, dict) else item[1]
+            label = as_batch(item)["label"]
             valid = (label >= 0) & (label < num_classes)
             rows.append(torch.bincount(label[valid].flatten(), minlength=num_classes))
     finally:

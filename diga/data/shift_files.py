@@ -52,7 +52,8 @@ def write_shift_folders(
         for i in range(len(data)):
             image_path = root / folder / "images" / f"{i:06d}.png"
             if not image_path.exists():
-                image, label = data[i]
+                item = data[i]
+                image, label = item["image"], item["label"]
                 array = (image.permute(1, 2, 0) * 255).round().byte().numpy()
                 buffer = io.BytesIO()
                 Image.fromarray(array).save(buffer, format="PNG")

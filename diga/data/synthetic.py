@@ -207,8 +207,9 @@ class SyntheticShift(Dataset):
     perspective with sidewalks beside it, building fronts beyond the sidewalks,
     trees, poles, persons on the sidewalks and cars on the road, all sized by
     their distance below the horizon and painted back to front. ``data[i]`` is
-    ``(image, label)``: image ``(3, H, W)`` float32 RGB in ``[0, 1]``, label
-    ``(H, W)`` int64 holding indices into :attr:`classes` or ``ignore_index``.
+    the item dict every diga dataset returns: ``"image"`` ``(3, H, W)`` float32
+    RGB in ``[0, 1]``, ``"label"`` ``(H, W)`` int64 holding indices into
+    :attr:`classes` or ``ignore_index``, and ``"name"``, the zero-padded index.
     Both domains share the geometry and layout statistics (shapes and context
     transfer); they differ the way synthetic and real images do:
 
@@ -257,12 +258,13 @@ class SyntheticShift(Dataset):
 
     Example:
         >>> data = SyntheticShift("target", size=(64, 96), length=4, seed=0)
-        >>> image, label = data[0]
+        >>> item = data[0]
+        >>> image, label = item["image"], item["label"]
         >>> image.shape, image.dtype, label.shape, label.dtype
         (torch.Size([3, 64, 96]), torch.float32, torch.Size([64, 96]), torch.int64)
         >>> len(data), data.num_classes, data.classes[0]
         (4, 8, 'road')
-        >>> bool(torch.equal(image, SyntheticShift("target", length=4)[0][0]))
+        >>> bool(torch.equal(image, SyntheticShift("target", length=4)[0]["image"]))
         True
     """
 
@@ -302,7 +304,7 @@ class SyntheticShift(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
         try:
             index = operator.index(index)
         except TypeError:
@@ -322,7 +324,7 @@ class SyntheticShift(Dataset):
         else:
             image = self._plain(canvas, g)
         label = canvas.material.masked_fill(canvas.material == _UNLABELLED, self.ignore_index)
-        return image.contiguous(), label
+        return {"image": image.contiguous(), "label": label, "name": f"{index:06d}"}
 
     @property
     def _kind(self) -> tuple[str, str, str]:

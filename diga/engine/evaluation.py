@@ -86,7 +86,7 @@ def evaluate(
     dist: DistInfo | None = None,
     amp: bool | str = False,
     classes: Sequence[int] | None = None,
-    model: str = "student",
+    which: str = "student",
     show_progress: bool = False,
     num_workers: int = 0,
 ) -> dict[str, Any]:
@@ -106,7 +106,7 @@ def evaluate(
         if "label" not in batch:
             raise ValueError("evaluation needs labelled items (a 'label' entry), got none")
         with autocast:
-            logits = adapter.predict(batch["image"], scales, model=model)
+            logits = adapter.predict(batch["image"], scales, which=which)
         cm.update(class_argmax(logits), batch["label"])
     out = cm.compute()
     result = {"miou": float(out["miou"]), "iou": out["iou"].tolist()}

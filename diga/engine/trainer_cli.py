@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from diga._checks import check_number
+from diga.adapter import AblationOptions
 from diga.engine.data_specs import benchmark_data
 from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
 from diga.engine.guards import work_dir_lock
@@ -76,7 +77,8 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
     m = parser.add_argument_group("model")
     m.add_argument("--model", default=PAPER_MODEL[0], help="any name of diga.list_models(): smp "
                    "architectures, 'deeplabv2', 'timm' (default: %(default)s; paper: deeplabv2)")
-    m.add_argument("--encoder", default=None, help="encoder / backbone name, e.g. resnet101, mit_b5, or a timm "
+    m.add_argument("--encoder-name", "--encoder", dest="encoder_name", default=None, help="encoder / backbone "
+                   "name (create_model's encoder_name), e.g. resnet101, mit_b5, or a timm "
                    "model for --model timm such as vit_small_patch14_dinov2 (default: resnet101, resnet18 "
                    "with --preset tiny; paper: resnet101)")
     m.add_argument("--pretrained", action="store_true", help="load ImageNet weights for the encoder (needs them "
@@ -239,14 +241,14 @@ def resolve_recipe(args: argparse.Namespace, benchmark: str) -> Recipe:
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
-    """``--model``/``--encoder``; DeepLabV2 defaults to the paper's ResNet-101 (ResNet-18 for ``tiny``),
+    """``--model``/``--encoder-name``; DeepLabV2 defaults to the paper's ResNet-101 (ResNet-18 for ``tiny``),
     other architectures to :func:`~diga.create_model`'s own default encoder."""
     from diga.models import create_model
 
-    encoder = args.encoder
-    if encoder is None and args.model == "deeplabv2":
-        encoder = "resnet18" if args.preset == "tiny" else PAPER_MODEL[1]
-    return create_model(args.model, num_classes=num_classes, encoder=encoder, pretrained=args.pretrained)
+    encoder_name = args.encoder_name
+    if encoder_name is None and args.model == "deeplabv2":
+        encoder_name = "resnet18" if args.preset == "tiny" else PAPER_MODEL[1]
+    return create_model(args.model, num_classes=num_classes, encoder_name=encoder_name, pretrained=args.pretrained)
 
 
 def build_translator(spec: str, fourier_beta: float):
@@ -322,8 +324,8 @@ def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, r
         recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
         seed=args.seed, amp=args.amp, num_workers=resolve_workers(args.num_workers), resume=args.resume,
         show_progress=not args.no_progress, config=config, stop_on_collapse=args.stop_on_collapse,
-        adapter_kwargs={"target_bn_leak": args.target_bn_leak,
-                        "teacher_train_mode": args.teacher_train_mode},
+        adapter_kwargs={"ablation": AblationOptions(target_bn_leak=args.target_bn_leak,
+                                                    teacher_train_mode=args.teacher_train_mode)},
     )
 
 

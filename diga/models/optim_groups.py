@@ -34,7 +34,7 @@ def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0) -> lis
 
     Example:
         >>> from diga.models import create_model
-        >>> model = create_model("fpn", num_classes=2, encoder="resnet18")
+        >>> model = create_model("fpn", num_classes=2, encoder_name="resnet18")
         >>> groups = param_groups(model, 0.01)
         >>> [g["lr"] for g in groups]
         [0.01, 0.1]

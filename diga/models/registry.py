@@ -59,20 +59,20 @@ def create_model(
     name: str,
     *,
     num_classes: int,
-    encoder: str | None = None,
+    encoder_name: str | None = None,
     pretrained: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """A segmentation model by name (the raw model: wrap it with :func:`with_features`).
 
     ======================================  ==========================================
-    ``name``                                model (``encoder`` default)
+    ``name``                                model (``encoder_name`` default)
     ======================================  ==========================================
     unet, unetplusplus, fpn, deeplabv3,     the smp architecture (``"resnet50"``);
     deeplabv3plus, pspnet, linknet, manet,  segformer: ``"mit_b0"``; dpt: a ``tu-`` ViT
     pan, upernet, segformer, dpt
     deeplabv2                               :class:`DeepLabV2` (``"resnet101"``)
-    timm                                    :class:`TimmSegmenter` (``encoder`` is the
+    timm                                    :class:`TimmSegmenter` (``encoder_name``: the
                                             timm model name, required)
     ======================================  ==========================================
 
@@ -80,26 +80,26 @@ def create_model(
     ``encoder_weights="imagenet"``, or ``True`` for ``tu-`` encoders; timm: its
     default pretrained tag), a download unless cached; ``encoder_weights`` in
     ``kwargs`` overrides it for smp and DeepLabV2. The model carries
-    ``model.diga_config = {"name", "encoder", "num_classes", "kwargs"}``, plain
+    ``model.diga_config = {"name", "encoder_name", "num_classes", "kwargs"}``, plain
     JSON, which :func:`model_from_config` turns back into the same architecture
     (never with pretrained weights: a checkpoint restores them).
 
     Args:
         name: one of :func:`list_models`.
         num_classes: ``C``.
-        encoder: encoder / backbone name; None for the default.
+        encoder_name: encoder / backbone name (smp's term, used for every model); None for the default.
         pretrained: load pretrained encoder weights.
         **kwargs: passed to the model's constructor; must be JSON-serialisable
             (tuples are stored, and passed, as lists).
 
     Raises:
-        ValueError: unknown ``name`` (the valid ones are listed), ``encoder`` missing
+        ValueError: unknown ``name`` (the valid ones are listed), ``encoder_name`` missing
             for ``"timm"``, bad ``num_classes``, non-JSON ``kwargs``.
 
     Example:
-        >>> model = create_model("deeplabv2", num_classes=4, encoder="resnet18", head="sum")
+        >>> model = create_model("deeplabv2", num_classes=4, encoder_name="resnet18", head="sum")
         >>> model.diga_config
-        {'name': 'deeplabv2', 'encoder': 'resnet18', 'num_classes': 4, 'kwargs': {'head': 'sum'}}
+        {'name': 'deeplabv2', 'encoder_name': 'resnet18', 'num_classes': 4, 'kwargs': {'head': 'sum'}}
         >>> type(model_from_config(model.diga_config)).__name__
         'DeepLabV2'
     """
@@ -107,29 +107,29 @@ def create_model(
         raise ValueError(f"`name` must be one of {list_models()}, got {name!r}")
     name = name.lower()
     check_number(num_classes, "num_classes", low=1, integer=True)
-    if encoder is None:
-        encoder = _SMP[name][1] if name in _SMP else _OTHER[name]
-        if encoder is None:
+    if encoder_name is None:
+        encoder_name = _SMP[name][1] if name in _SMP else _OTHER[name]
+        if encoder_name is None:
             raise ValueError(
-                f"`encoder` must name a timm model for name={name!r} (e.g. 'resnet18'), got None"
+                f"`encoder_name` must name a timm model for name={name!r} (e.g. 'resnet18'), got None"
             )
-    if not isinstance(encoder, str) or not encoder:
-        raise ValueError(f"`encoder` must be a model name (str), got {encoder!r}")
+    if not isinstance(encoder_name, str) or not encoder_name:
+        raise ValueError(f"`encoder_name` must be a model name (str), got {encoder_name!r}")
     kwargs = _json_kwargs(kwargs)
-    config = {"name": name, "encoder": encoder, "num_classes": int(num_classes), "kwargs": dict(kwargs)}
+    config = {"name": name, "encoder_name": encoder_name, "num_classes": int(num_classes), "kwargs": dict(kwargs)}
     if name == "timm":
-        model: nn.Module = TimmSegmenter(encoder, num_classes, pretrained=bool(pretrained), **kwargs)
+        model: nn.Module = TimmSegmenter(encoder_name, num_classes, pretrained=bool(pretrained), **kwargs)
     else:
         if "encoder_weights" not in kwargs:
             kwargs["encoder_weights"] = (
-                (True if encoder.startswith("tu-") else "imagenet") if pretrained else None
+                (True if encoder_name.startswith("tu-") else "imagenet") if pretrained else None
             )
         if name == "deeplabv2":
-            model = DeepLabV2(encoder, num_classes, **kwargs)
+            model = DeepLabV2(encoder_name, num_classes, **kwargs)
         else:
             import segmentation_models_pytorch as smp
 
-            model = getattr(smp, _SMP[name][0])(encoder_name=encoder, classes=num_classes, **kwargs)
+            model = getattr(smp, _SMP[name][0])(encoder_name=encoder_name, classes=num_classes, **kwargs)
     model.diga_config = config
     return model
 
@@ -138,10 +138,11 @@ def model_from_config(config: Mapping[str, Any]) -> nn.Module:
     """Rebuild a model from its ``diga_config`` (no pretrained weights: load a checkpoint after).
 
     Args:
-        config: ``{"name", "encoder", "num_classes", "kwargs"}`` as :func:`create_model` stores it.
+        config: ``{"name", "encoder_name", "num_classes", "kwargs"}`` as :func:`create_model` stores it
+            (configs saved by diga 0.1 name the encoder ``"encoder"``: read as well).
 
     Example:
-        >>> cfg = {"name": "timm", "encoder": "resnet18", "num_classes": 3, "kwargs": {"decoder_dim": 16}}
+        >>> cfg = {"name": "timm", "encoder_name": "resnet18", "num_classes": 3, "kwargs": {"decoder_dim": 16}}
         >>> model_from_config(cfg).feature_dim
         16
     """
@@ -150,13 +151,13 @@ def model_from_config(config: Mapping[str, Any]) -> nn.Module:
     missing = [k for k in ("name", "num_classes") if k not in config]
     if missing:
         raise ValueError(
-            f"`config` must have keys 'name', 'encoder', 'num_classes', 'kwargs'; "
+            f"`config` must have keys 'name', 'encoder_name', 'num_classes', 'kwargs'; "
             f"got {sorted(config)} (missing {missing})"
         )
     kwargs = config.get("kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"`config['kwargs']` must be a dict, got {type(kwargs).__name__}")
     return create_model(
-        config["name"], num_classes=config["num_classes"], encoder=config.get("encoder"),
-        pretrained=False, **kwargs,
+        config["name"], num_classes=config["num_classes"],
+        encoder_name=config.get("encoder_name", config.get("encoder")), pretrained=False, **kwargs,
     )

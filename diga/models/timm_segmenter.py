@@ -79,7 +79,7 @@ class TimmSegmenter(nn.Module):
     ``segmentation_head`` (``Dropout2d`` + 1x1 conv to ``num_classes``).
 
     Args:
-        backbone_name: a timm model name (``"resnet18"``, ``"convnext_atto"``,
+        encoder_name: a timm model name (``"resnet18"``, ``"convnext_atto"``,
             ``"vit_tiny_patch16_224"``).
         num_classes: ``C``.
         pretrained: load timm's pretrained weights (a download, unless cached).
@@ -94,7 +94,7 @@ class TimmSegmenter(nn.Module):
         feature_dim, num_classes, output_stride.
 
     Raises:
-        ValueError: unknown ``backbone_name`` or bad settings.
+        ValueError: unknown ``encoder_name`` or bad settings.
 
     Example:
         >>> net = TimmSegmenter("resnet18", num_classes=5, decoder_dim=32)
@@ -107,7 +107,7 @@ class TimmSegmenter(nn.Module):
 
     def __init__(
         self,
-        backbone_name: str,
+        encoder_name: str,
         num_classes: int,
         *,
         pretrained: bool = False,
@@ -119,8 +119,8 @@ class TimmSegmenter(nn.Module):
         super().__init__()
         import timm
 
-        if not isinstance(backbone_name, str) or not backbone_name:
-            raise ValueError(f"`backbone_name` must be a timm model name, got {backbone_name!r}")
+        if not isinstance(encoder_name, str) or not encoder_name:
+            raise ValueError(f"`encoder_name` must be a timm model name, got {encoder_name!r}")
         check_number(num_classes, "num_classes", low=1, integer=True)
         check_number(decoder_dim, "decoder_dim", low=1, integer=True)
         check_number(dropout, "dropout", low=0, high=1, high_open=True)
@@ -129,13 +129,13 @@ class TimmSegmenter(nn.Module):
             kwargs["out_indices"] = tuple(int(i) for i in out_indices)
         try:
             self.encoder = timm.create_model(
-                backbone_name, pretrained=bool(pretrained), features_only=True, **kwargs
+                encoder_name, pretrained=bool(pretrained), features_only=True, **kwargs
             )
         except RuntimeError as err:
             if str(err).startswith("Unknown model"):
                 raise ValueError(
-                    f"`backbone_name` must be a timm model name (see timm.list_models()), "
-                    f"got {backbone_name!r}"
+                    f"`encoder_name` must be a timm model name (see timm.list_models()), "
+                    f"got {encoder_name!r}"
                 ) from None
             raise
         reductions = [int(r) for r in self.encoder.feature_info.reduction()]
@@ -154,7 +154,7 @@ class TimmSegmenter(nn.Module):
         cfg = getattr(self.encoder, "pretrained_cfg", None) or {}
         self.mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
-        self.backbone_name = backbone_name
+        self.encoder_name = encoder_name
         self.num_classes = int(num_classes)
         self.feature_dim = int(decoder_dim)
 
@@ -168,6 +168,6 @@ class TimmSegmenter(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"backbone={self.backbone_name!r}, levels={self.levels}, output_stride={self.output_stride}, "
+            f"encoder_name={self.encoder_name!r}, levels={self.levels}, output_stride={self.output_stride}, "
             f"feature_dim={self.feature_dim}, num_classes={self.num_classes}"
         )

@@ -2,7 +2,7 @@
 
 from diga.selectors._upsample import bilinear_argmax
 from diga.selectors.base import PseudoLabelSelector
-from diga.selectors.centroids import ClassCentroids
+from diga.selectors.centroids import ClassCentroids, init_centroids
 from diga.selectors.collapse import ClassShareMonitor, ShareStats
 from diga.selectors.dynamic import DynamicPseudoLabelSelector
 from diga.selectors.stats import SelectionStats, kept_fractions
@@ -22,6 +22,7 @@ __all__ = [
     "SelectionStats",
     "ShareStats",
     "bilinear_argmax",
+    "init_centroids",
     "kept_fractions",
     "pseudo_label_confidence",
 ]

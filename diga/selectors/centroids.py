@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -17,8 +20,9 @@ from diga._checks import (
     value_checks,
 )
 from diga._ops import class_argmax, count_values, resize_labels
+from diga.data.batch import as_batch, batch_images
 
-__all__ = ["ClassCentroids"]
+__all__ = ["ClassCentroids", "init_centroids"]
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:
@@ -59,7 +63,7 @@ class ClassCentroids(nn.Module):
 
     Args:
         num_classes: ``C``.
-        dim: feature dimension ``D``.
+        feature_dim: feature dimension ``D`` (a wrapped model's ``feature_dim``).
         momentum: EMA weight of the new batch mean (paper: 1e-4).
         ignore_index: label value that is never a class.
         min_pixels: fewest pixels of a class in a batch for ``update`` to move it.
@@ -71,7 +75,7 @@ class ClassCentroids(nn.Module):
         (the class shares a collapse is measured against).
 
     Example:
-        >>> bank = ClassCentroids(num_classes=3, dim=2)
+        >>> bank = ClassCentroids(num_classes=3, feature_dim=2)
         >>> feats = torch.tensor([[[[0., 1.]], [[0., 1.]]]])        # (1, 2, 1, 2)
         >>> bank.accumulate(feats, labels=torch.tensor([[[0, 2]]]))
         >>> bank.finalize()
@@ -87,7 +91,7 @@ class ClassCentroids(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        dim: int,
+        feature_dim: int,
         *,
         momentum: float = 1e-4,
         ignore_index: int = 255,
@@ -95,7 +99,7 @@ class ClassCentroids(nn.Module):
     ) -> None:
         super().__init__()
         check_number(num_classes, "num_classes", low=1, integer=True)
-        check_number(dim, "dim", low=1, integer=True)
+        check_number(feature_dim, "feature_dim", low=1, integer=True)
         check_number(momentum, "momentum", low=0, high=1)
         check_number(ignore_index, "ignore_index", integer=True)
         check_number(min_pixels, "min_pixels", low=1, integer=True)
@@ -104,13 +108,13 @@ class ClassCentroids(nn.Module):
                 f"`ignore_index` must not be a class index in [0, {num_classes}), got {ignore_index}"
             )
         self.num_classes = int(num_classes)
-        self.dim = int(dim)
+        self.feature_dim = int(feature_dim)
         self.momentum = float(momentum)
         self.ignore_index = int(ignore_index)
         self.min_pixels = int(min_pixels)
-        self.register_buffer("centroids", torch.zeros(num_classes, dim))
+        self.register_buffer("centroids", torch.zeros(num_classes, feature_dim))
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
-        self.register_buffer("running_sum", torch.zeros(num_classes, dim, dtype=torch.float64))
+        self.register_buffer("running_sum", torch.zeros(num_classes, feature_dim, dtype=torch.float64))
         self.register_buffer("running_count", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("pixel_counts", torch.zeros(num_classes, dtype=torch.float64))
 
@@ -146,9 +150,9 @@ class ClassCentroids(nn.Module):
         check_ndim(features, name, 4, "(B, D, h, w)")
         check_floating(features, name)
         check_nonempty(features, name)
-        if features.shape[1] != self.dim:
+        if features.shape[1] != self.feature_dim:
             raise ValueError(
-                f"`{name}` must have D = {self.dim} channels, got shape {tuple(features.shape)}"
+                f"`{name}` must have D = {self.feature_dim} channels, got shape {tuple(features.shape)}"
             )
         # Finiteness is checked on the (much smaller) results features flow into: a NaN or inf
         # feature makes its class sums and its distances non-finite.
@@ -365,6 +369,73 @@ class ClassCentroids(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}, "
+            f"num_classes={self.num_classes}, feature_dim={self.feature_dim}, momentum={self.momentum}, "
             f"ignore_index={self.ignore_index}, min_pixels={self.min_pixels}"
         )
+
+
+@torch.no_grad()
+def init_centroids(
+    centroids: ClassCentroids,
+    model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    use_labels: bool = False,
+    max_batches: int | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Stage 3: set ``centroids`` from one pass of ``model`` over ``batches`` (the paper: the target set).
+
+    Each pixel counts for the class ``model`` predicts there (with ``use_labels``,
+    only where the batch's labels agree: source centroids). The model runs in eval
+    mode and gets its mode back after. Under ``torch.distributed`` each rank passes
+    its shard and the sums are reduced once at the end (:meth:`ClassCentroids.finalize`).
+
+    Args:
+        centroids: the bank to set (its running sums are reset first).
+        model: returns ``(logits, features)`` for ``(B, 3, H, W)`` images, as
+            :func:`~diga.models.with_features` models do.
+        batches: iterable of image tensors, ``(images, labels, ...)`` tuples or dicts
+            with ``"image"`` (and ``"label"``): a ``DataLoader`` over a diga dataset.
+        use_labels: also require the batch's labels to agree.
+        max_batches: stop after this many batches.
+        progress: show a tqdm bar.
+
+    Returns:
+        The ``(C, D)`` centroids.
+
+    Example:
+        >>> from diga.models import with_features
+        >>> import segmentation_models_pytorch as smp
+        >>> net = with_features(smp.Unet("resnet18", encoder_weights=None, classes=3, encoder_depth=3,
+        ...                              decoder_channels=(16, 8, 8)))
+        >>> bank = ClassCentroids(3, net.feature_dim)
+        >>> init_centroids(bank, net, [torch.rand(2, 3, 32, 32)]).shape
+        torch.Size([3, 8])
+    """
+    if max_batches is not None:
+        check_number(max_batches, "max_batches", low=1, integer=True)
+    was_training = model.training
+    model.eval()
+    centroids.reset_running()
+    device = centroids.centroids.device
+    try:
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="centroids", total=max_batches, leave=False)
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits, feats = model(batch_images(batch).to(device))
+            labels = None
+            if use_labels:
+                labels = as_batch(batch).get("label")
+                if labels is None:
+                    raise ValueError("`use_labels=True` needs labelled batches ((images, labels) or a 'label' "
+                                     f"entry), got {type(batch).__name__} without labels")
+                labels = labels.to(device)
+            centroids.accumulate(feats, labels=labels, logits=logits)
+    finally:
+        model.train(was_training)
+    return centroids.finalize()

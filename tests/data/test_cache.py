@@ -27,8 +27,8 @@ def test_items_equal_the_wrapped_ones_and_are_read_once():
     cached = CachedDataset(base)
     for i in range(3):
         for _ in range(2):
-            image, label = cached[i]
-            assert torch.equal(image, base[i][0]) and torch.equal(label, base[i][1])
+            item = cached[i]
+            assert torch.equal(item["image"], base[i]["image"]) and torch.equal(item["label"], base[i]["label"])
     counting = Counting()
     cached = CachedDataset(counting)
     for i in [0, 3, 0, 3, 4, -1, -5]:
@@ -42,7 +42,7 @@ def test_loader_batches_match_the_uncached_ones():
     cached = CachedDataset(base)
     for _ in range(2):
         batch = next(iter(DataLoader(cached, batch_size=6)))
-        assert torch.equal(batch[0], plain[0]) and torch.equal(batch[1], plain[1])
+        assert torch.equal(batch["image"], plain["image"]) and torch.equal(batch["label"], plain["label"])
 
 
 def test_attributes_forward_but_virtual_indices_do_not():

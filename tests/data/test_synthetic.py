@@ -16,9 +16,14 @@ C = len(SYNTHETIC_CLASSES)
 CLS = {name: i for i, name in enumerate(SYNTHETIC_CLASSES)}
 
 
+def _pair(item: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    assert set(item) == {"image", "label", "name"}  # the item contract of every diga dataset
+    return item["image"], item["label"]
+
+
 def _stack(domain: str, n: int = N_STATS, seed: int = 0, size=(64, 96)):
     data = SyntheticShift(domain, size=size, length=n, seed=seed)
-    images, labels = zip(*(data[i] for i in range(n)), strict=True)
+    images, labels = zip(*(_pair(data[i]) for i in range(n)), strict=True)
     return torch.stack(images), torch.stack(labels)
 
 
@@ -46,7 +51,7 @@ class TestSyntheticShift:
     def test_item_shapes_dtypes_ranges(self, domain, size):
         data = SyntheticShift(domain, size=size, length=3, seed=1)
         for i in range(len(data)):
-            image, label = data[i]
+            image, label = _pair(data[i])
             assert image.shape == (3, *size) and image.dtype == torch.float32
             assert label.shape == size and label.dtype == torch.int64
             assert image.min() >= 0 and image.max() <= 1 and torch.isfinite(image).all()
@@ -54,7 +59,7 @@ class TestSyntheticShift:
             assert (valid | (label == IGNORE)).all()
 
     def test_large_item(self):
-        image, label = SyntheticShift("target", size=(256, 512), length=1)[0]
+        image, label = _pair(SyntheticShift("target", size=(256, 512), length=1)[0])
         assert image.shape == (3, 256, 512) and label.shape == (256, 512)
         assert len(torch.unique(label)) >= 5
 
@@ -80,10 +85,10 @@ class TestSyntheticShift:
         a = SyntheticShift(domain, length=10, seed=5)
         b = SyntheticShift(domain, length=10, seed=5)
         for i in (0, 3, 9):
-            image_a, label_a = a[i]
-            image_b, label_b = b[i]
+            image_a, label_a = _pair(a[i])
+            image_b, label_b = _pair(b[i])
             assert torch.equal(image_a, image_b) and torch.equal(label_a, label_b)
-        assert torch.equal(a[3][0], a[3][0])  # repeated access, no hidden state
+        assert torch.equal(a[3]["image"], a[3]["image"])  # repeated access, no hidden state
 
     def test_item_does_not_depend_on_length_or_global_seed(self):
         torch.manual_seed(123)
@@ -91,16 +96,16 @@ class TestSyntheticShift:
         torch.manual_seed(456)
         torch.rand(10)
         second = SyntheticShift("target", length=100, seed=2)[3]
-        assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+        assert torch.equal(first["image"], second["image"]) and torch.equal(first["label"], second["label"])
 
     def test_different_seeds_indices_and_domains_differ(self):
         def labels(domain, seed, index):
-            return SyntheticShift(domain, length=8, seed=seed)[index][1]
+            return SyntheticShift(domain, length=8, seed=seed)[index]["label"]
 
         assert not torch.equal(labels("source", 0, 0), labels("source", 1, 0))
         assert not torch.equal(labels("source", 0, 0), labels("source", 0, 1))
         assert not torch.equal(labels("source", 0, 0), labels("target", 0, 0))
-        images = [SyntheticShift("target", length=1, seed=s)[0][0] for s in (0, 1)]
+        images = [SyntheticShift("target", length=1, seed=s)[0]["image"] for s in (0, 1)]
         assert not torch.equal(*images)
 
     # -- the designed domain shift, measured over N_STATS items per domain -----------------------
@@ -175,7 +180,7 @@ class TestSyntheticShift:
 
     def test_index_types(self):
         data = SyntheticShift("source", length=8)
-        assert torch.equal(data[torch.tensor(2)][1], data[2][1])
+        assert torch.equal(data[torch.tensor(2)]["label"], data[2]["label"])
         with pytest.raises(TypeError, match="index"):
             data[1.5]
 
@@ -208,11 +213,12 @@ class TestSyntheticShift:
     def test_dataloader_batches(self):
         data = SyntheticShift("target", size=(32, 48), length=10, seed=4)
         batches = list(DataLoader(data, batch_size=4, num_workers=0))
-        assert [b[0].shape[0] for b in batches] == [4, 4, 2]
-        images, labels = batches[0]
+        assert [b["image"].shape[0] for b in batches] == [4, 4, 2]
+        images, labels = batches[0]["image"], batches[0]["label"]
         assert images.shape == (4, 3, 32, 48) and images.dtype == torch.float32
         assert labels.shape == (4, 32, 48) and labels.dtype == torch.int64
-        assert torch.equal(labels[1], data[1][1])
+        assert torch.equal(labels[1], data[1]["label"])
+        assert batches[0]["name"] == ["000000", "000001", "000002", "000003"]
 
 
 # -- the other kinds of shift ------------------------------------------------------------------------
@@ -222,7 +228,7 @@ OTHER_SHIFTS = ("sensor", "layout", "weather")
 
 def _stack_shift(shift: str, n: int = 24, seed: int = 0, size=(48, 64)):
     data = SyntheticShift("target", shift=shift, size=size, length=n, seed=seed)
-    images, labels = zip(*(data[i] for i in range(n)), strict=True)
+    images, labels = zip(*(_pair(data[i]) for i in range(n)), strict=True)
     return torch.stack(images), torch.stack(labels)
 
 
@@ -242,12 +248,13 @@ class TestShiftKinds:
         default = SyntheticShift("target", length=3, seed=4)
         named = SyntheticShift("target", shift="appearance", length=3, seed=4)
         for i in range(3):
-            assert torch.equal(default[i][0], named[i][0]) and torch.equal(default[i][1], named[i][1])
+            assert torch.equal(default[i]["image"], named[i]["image"])
+            assert torch.equal(default[i]["label"], named[i]["label"])
 
     @pytest.mark.parametrize("shift", SHIFT_KINDS)
     def test_source_is_one_for_every_shift(self, shift):
         a, b = SyntheticShift("source", length=2, seed=1), SyntheticShift("source", shift=shift, length=2, seed=1)
-        assert torch.equal(a[1][0], b[1][0]) and torch.equal(a[1][1], b[1][1])
+        assert torch.equal(a[1]["image"], b[1]["image"]) and torch.equal(a[1]["label"], b[1]["label"])
 
     @pytest.mark.parametrize("shift", OTHER_SHIFTS)
     def test_contract_and_determinism(self, shift, shifted):
@@ -256,7 +263,7 @@ class TestShiftKinds:
         assert images.min() >= 0 and images.max() <= 1 and torch.isfinite(images).all()
         assert ((labels < C) | (labels == IGNORE)).all()
         again = SyntheticShift("target", shift=shift, size=(48, 64), length=24, seed=0)[5]
-        assert torch.equal(again[0], images[5]) and torch.equal(again[1], labels[5])
+        assert torch.equal(again["image"], images[5]) and torch.equal(again["label"], labels[5])
         present = torch.bincount(labels.flatten(), minlength=IGNORE + 1)[:C] > 0
         assert present.all(), f"{shift}: a class never appears"
 

@@ -26,7 +26,7 @@ def main(out_dir: str) -> None:
     adapter.distribute(lambda m: wrap_ddp(m, info))
     assert isinstance(adapter.train_student, DistributedDataParallel)
     target = Toy(n=8, dark=True)
-    shard = [target[i][0] for i in range(info.rank, 8, info.world_size)]
+    shard = [target[i]["image"] for i in range(info.rank, 8, info.world_size)]
     adapter.init_centroids([torch.stack(shard)])
     train_stage(
         adapter, stage="self_training", steps=3, source=Toy(), target=target, batch_size=2,

@@ -33,13 +33,13 @@ class Toy(Dataset):
         img = torch.rand(3, 16, 24, generator=g) * 0.2 + lbl.float()[None] / 3
         if self.dark:
             img = img * 0.5
-        return img.clamp(0, 1), lbl
+        return {"image": img.clamp(0, 1), "label": lbl}
 
 
 def make_adapter(seed=0):
     # DeepLabV2's head has Dropout2d: resume must restore the global RNG exactly, at the right time.
     torch.manual_seed(seed)
-    net = create_model("deeplabv2", num_classes=C, encoder="resnet18")
+    net = create_model("deeplabv2", num_classes=C, encoder_name="resnet18")
     return Adapter(net, num_classes=C, translator=FourierTranslator(beta=0.1))
 
 
@@ -73,7 +73,7 @@ def test_pseudo_labels_self_training_and_eval(tmp_path):
     written = generate_pseudo_labels(ad, target, tmp_path / "pseudo", scales=(1.0, 0.5), show_progress=False)
     assert written == 6 and load_label(tmp_path / "pseudo" / "000005.png").shape == (16, 24)
     assert generate_pseudo_labels(ad, target, tmp_path / "pseudo", show_progress=False) == 0  # resumable
-    ad.init_centroids(torch.stack([target[i][0] for i in range(6)]).split(2))
+    ad.init_centroids(torch.stack([target[i]["image"] for i in range(6)]).split(2))
     evals = []
     res = train_stage(
         ad, stage="self_training", steps=4, source=Toy(), target=PseudoLabelled(target, tmp_path / "pseudo"),

@@ -70,7 +70,7 @@ class TestTimmSegmenter:
         torch.testing.assert_close(dec([a, b]), ref)
 
     def test_bad_settings(self):
-        with pytest.raises(ValueError, match="`backbone_name` must be a timm model name.*'no_such_net'"):
+        with pytest.raises(ValueError, match="`encoder_name` must be a timm model name.*'no_such_net'"):
             TimmSegmenter("no_such_net", 3)
         with pytest.raises(ValueError, match="`num_classes`"):
             TimmSegmenter("resnet18", 0)

@@ -203,10 +203,10 @@ class TestClassCentroids:
 
     @pytest.mark.parametrize(
         "kwargs, match",
-        [({"num_classes": 0, "dim": 2}, "num_classes"), ({"num_classes": 2, "dim": 0}, "dim"),
-         ({"num_classes": 2, "dim": 2, "momentum": 2.0}, "momentum"),
-         ({"num_classes": 300, "dim": 2}, "ignore_index"),
-         ({"num_classes": 2, "dim": 2, "min_pixels": 0}, "min_pixels")],
+        [({"num_classes": 0, "feature_dim": 2}, "num_classes"), ({"num_classes": 2, "feature_dim": 0}, "feature_dim"),
+         ({"num_classes": 2, "feature_dim": 2, "momentum": 2.0}, "momentum"),
+         ({"num_classes": 300, "feature_dim": 2}, "ignore_index"),
+         ({"num_classes": 2, "feature_dim": 2, "min_pixels": 0}, "min_pixels")],
     )
     def test_bad_settings(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
