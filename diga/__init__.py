@@ -1,6 +1,7 @@
 """diga: DiGA (CVPR 2023) domain-adaptive semantic segmentation for any PyTorch model."""
 
 from diga._checks import set_value_checks, value_checks, value_checks_enabled
+from diga._random import derive_generator
 from diga._wrap import unwrap_model
 from diga.adapter import AblationOptions, Adapter, StepOutput
 from diga.augment import (
@@ -71,6 +72,7 @@ __all__ = [
     "__version__",
     "class_mix_mask",
     "create_model",
+    "derive_generator",
     "fourier_translate",
     "iou_from_confusion",
     "kept_fractions",

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diga._checks import check_number
+from diga._random import derive_generator
 
 __all__ = [
     "PairedCompose",
@@ -33,20 +34,10 @@ __all__ = [
     "resize_label",
 ]
 
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
 def item_generator(seed: int, index: int, epoch: int = 0) -> torch.Generator:
     """A CPU generator seeded from ``(seed, epoch, index)``, for one item's augmentation.
 
-    The three integers are hashed with SplitMix64, so neighbouring indices,
+    ``derive_generator(seed, epoch, index)``: the three integers are hashed with SplitMix64, so neighbouring indices,
     epochs and seeds give unrelated streams, and the same triple gives the
     same stream in every process (loader workers, ranks, runs).
 
@@ -68,10 +59,7 @@ def item_generator(seed: int, index: int, epoch: int = 0) -> torch.Generator:
     for name, value in (("seed", seed), ("index", index), ("epoch", epoch)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"`{name}` must be an integer, got {value!r}")
-    state = 0
-    for value in (seed, epoch, index):
-        state = _splitmix64(state ^ (value & _MASK64))
-    return torch.Generator().manual_seed(state & ((1 << 63) - 1))
+    return derive_generator(seed, epoch, index)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 from diga import _dist
+from diga._random import derive_generator
 
 __all__ = [
     "DistInfo",
@@ -81,16 +82,16 @@ def cleanup_distributed() -> None:
 
 
 def step_generator(seed: int, step: int, *, stream: int = 0, rank: int = 0) -> torch.Generator:
-    """A CPU generator for one training step: the same (seed, step, stream, rank) gives the same draws,
-    so a resumed run repeats exactly the randomness of an uninterrupted one.
+    """A CPU generator for one training step: ``derive_generator(seed, step, stream, rank)``, so the
+    same (seed, step, stream, rank) gives the same draws and a resumed run repeats exactly the
+    randomness of an uninterrupted one.
 
     Example:
         >>> a = torch.rand(2, generator=step_generator(0, 5))
         >>> bool((a == torch.rand(2, generator=step_generator(0, 5))).all())
         True
     """
-    mixed = (seed * 1_000_003 + step) * 1_009 + stream * 101 + rank
-    return torch.Generator().manual_seed(mixed % (2**63 - 1))
+    return derive_generator(seed, step, stream, rank)
 
 
 def unused_parameters(model: torch.nn.Module, *, size: tuple[int, int] = (64, 64)) -> list[str]:

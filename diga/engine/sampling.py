@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diga._checks import check_number
+from diga._random import derive_generator
 
 __all__ = ["StepSampler", "VirtualIndex", "infinite_loader"]
 
@@ -15,7 +16,7 @@ __all__ = ["StepSampler", "VirtualIndex", "infinite_loader"]
 class StepSampler(Sampler[int]):
     """Endless, resumable, rank-sharded sampler.
 
-    Each epoch is a permutation of the dataset drawn from ``(seed, epoch)``;
+    Each epoch is a permutation of the dataset drawn from ``derive_generator(seed, epoch)``;
     every rank takes a disjoint slice of it, ``batch_size`` indices per step,
     and the tail that does not fill a step on every rank is dropped. Indices are
     *virtual*: ``epoch * len(dataset) + i``, so a dataset that draws its random
@@ -71,7 +72,7 @@ class StepSampler(Sampler[int]):
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.num_items)
-        g = torch.Generator().manual_seed((self.seed * 7_919 + epoch) % (2**63 - 1))
+        g = derive_generator(self.seed, epoch)
         return torch.randperm(self.num_items, generator=g)
 
     def __iter__(self) -> Iterator[int]:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from diga._checks import check_images, check_number
+from diga._random import derive_generator
 from diga.data.batch import as_batch, to_device
 from diga.engine.checkpoint import (
     atomic_write_json,
@@ -274,7 +275,7 @@ def train_translator(
     item index) and a step draws no other random numbers, so a killed run
     resumed from ``<work_dir>/checkpoints/translator_last.pt`` ends with the
     same weights as an uninterrupted one (on CPU; CUDA kernels may differ in
-    the last bits). Initial weights come from a generator seeded with ``seed``.
+    the last bits). Initial weights come from ``derive_generator(seed)``.
 
     Rank 0 writes the checkpoints (atomically), ``<work_dir>/log.jsonl``
     (stage ``"translator"``), ``<work_dir>/translator_config.json`` and, every
@@ -333,7 +334,7 @@ def train_translator(
     dev = dist.device
     work_dir = Path(work_dir)
 
-    init = torch.Generator().manual_seed(seed)
+    init = derive_generator(seed)
     generators = _GeneratorPair(cfg, init).to(dev)
     critics = _CriticPair(cfg, init).to(dev)
     use_perceptual = perceptual_net is not None and cfg.perceptual_weight > 0
