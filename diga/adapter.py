@@ -241,7 +241,7 @@ class Adapter(nn.Module):
         self.ablation = ablation if ablation is not None else AblationOptions()
 
         self.student = model if _is_feature_model(model) else with_features(model, feature_layer)
-        self.teacher = EMATeacher(self.student, teacher_momentum, ramp=teacher_ramp, buffers=teacher_buffers,
+        self.teacher = EMATeacher(self.student, momentum=teacher_momentum, ramp=teacher_ramp, buffers=teacher_buffers,
                                   train_mode=self.ablation.teacher_train_mode)
         self.teacher.update(self.student)  # the paper's iteration-0 copy: see the class docstring
         self.stage = "warmup"

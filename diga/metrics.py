@@ -120,7 +120,7 @@ class ConfusionMatrix(nn.Module):
         [1.0, 0.5, 0.0]
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, *, ignore_index: int = 255) -> None:
         super().__init__()
         check_number(num_classes, "num_classes", low=1, integer=True)
         check_number(ignore_index, "ignore_index", integer=True)

@@ -104,8 +104,8 @@ class EMATeacher(nn.Module):
     def __init__(
         self,
         student: nn.Module,
-        momentum: float = 0.999,
         *,
+        momentum: float = 0.999,
         ramp: float = 1.0,
         buffers: str = "copy",
         train_mode: bool = False,

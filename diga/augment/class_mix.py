@@ -152,7 +152,7 @@ class CrossDomainMix(nn.Module):
         (torch.Size([2, 3, 8, 8]), True)
     """
 
-    def __init__(self, ignore_index: int = 255, num_classes: int | None = None) -> None:
+    def __init__(self, *, ignore_index: int = 255, num_classes: int | None = None) -> None:
         super().__init__()
         check_number(ignore_index, "ignore_index", integer=True)
         if num_classes is not None:

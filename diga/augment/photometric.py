@@ -225,8 +225,8 @@ class StrongPhotometric(nn.Module):
 
     def __init__(
         self,
-        beta: float = 0.4,
         *,
+        beta: float = 0.4,
         brightness: float = 0.4,
         contrast: float = 0.4,
         saturation: float = 0.2,

@@ -83,7 +83,7 @@ class SegmentationCELoss(nn.Module):
         tensor(1.0986)
     """
 
-    def __init__(self, ignore_index: int = 255, align_corners: bool = True) -> None:
+    def __init__(self, *, ignore_index: int = 255, align_corners: bool = True) -> None:
         super().__init__()
         check_number(ignore_index, "ignore_index", integer=True)
         self.ignore_index = int(ignore_index)

@@ -182,7 +182,7 @@ class SymmetricKDLoss(nn.Module):
     """
 
     def __init__(
-        self, augmented_weight: float = 0.5, temperature: float = 1.0, ignore_index: int = 255
+        self, *, augmented_weight: float = 0.5, temperature: float = 1.0, ignore_index: int = 255
     ) -> None:
         super().__init__()
         check_number(augmented_weight, "augmented_weight", low=0)
