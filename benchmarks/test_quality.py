@@ -12,29 +12,47 @@ with pseudo-label precision and kept fraction before and after selection
 (the synthetic target has labels, so they can be measured), and the share of
 the source-only -> oracle gap each row closes.
 
-``DIGA_BENCH_QUALITY_SEEDS`` (default 3) and ``DIGA_BENCH_QUALITY_SHIFTS``
-(comma-separated, default all) choose what the full mode runs, and
-``DIGA_BENCH_QUALITY_SKIP`` (comma-separated row names) leaves rows out when
-time is short; quick mode runs one shift and one seed on tiny data.
+``DIGA_BENCH_QUALITY_SEEDS`` (default 3: seeds 0, 1, 2) and
+``DIGA_BENCH_QUALITY_SHIFTS`` (comma-separated, default all) choose what the
+full mode runs, and ``DIGA_BENCH_QUALITY_SKIP`` (comma-separated row names)
+leaves rows out when time is short; quick mode runs one shift and one seed on
+tiny data.
+
+Seeds in parallel: ``DIGA_BENCH_QUALITY_SEED_IDS`` (comma-separated, e.g. ``1``)
+runs those seeds only. Every finished seed is kept as a record,
+``benchmarks/.results/quality-seeds/<mode>-<device>/<shift>/seed<N>.json``
+(untracked, written atomically), and a shift's rows are assembled from every
+record of that shift made by the same commit with the same settings, so one
+process per seed (two on a 2-core machine) fills one table::
+
+    DIGA_BENCH_QUALITY_SHIFTS=layout DIGA_BENCH_QUALITY_SEED_IDS=1 pytest benchmarks/test_quality.py --full &
+    DIGA_BENCH_QUALITY_SHIFTS=layout DIGA_BENCH_QUALITY_SEED_IDS=2 pytest benchmarks/test_quality.py --full
+
+A row counts the seeds that measured it (``seeds``); a skipped row is left out
+of that seed only. The last process to finish writes the complete table.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import statistics
-from dataclasses import replace
+import subprocess
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from _harness import RESULTS_DIR, write_rows
+from _harness import RESULTS_DIR, RUN_RESULTS_DIR, write_rows
 
 from diga import AblationOptions, ClassBalancedSelector, ConfidenceThresholdSelector
 from diga.data import SHIFT_KINDS
 from diga.demo import DemoConfig, ShiftExperiment
+from diga.engine.checkpoint import atomic_write_json
 from diga.engine.distributed import DistInfo
 
 SUITE = "quality"
@@ -104,11 +122,64 @@ NOTES = [
 ]
 
 
+def _seed_ids(environ=os.environ) -> tuple[int, ...]:
+    """The full mode's seeds: ``DIGA_BENCH_QUALITY_SEED_IDS`` if set, else ``range(DIGA_BENCH_QUALITY_SEEDS)``."""
+    named = environ.get("DIGA_BENCH_QUALITY_SEED_IDS", "").strip()
+    if not named:
+        count = environ.get("DIGA_BENCH_QUALITY_SEEDS", "3")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"DIGA_BENCH_QUALITY_SEEDS must be a positive integer, got {count!r}")
+        return tuple(range(int(count)))
+    parts = [p.strip() for p in named.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError("DIGA_BENCH_QUALITY_SEED_IDS must be distinct non-negative integers separated by commas, "
+                         f"got {named!r}")
+    return tuple(int(p) for p in parts)
+
+
 def _config(bench, tmp_path) -> DemoConfig:
-    if bench.full:
-        seeds = tuple(range(int(os.environ.get("DIGA_BENCH_QUALITY_SEEDS", "3"))))
-        return DemoConfig(work_dir=str(tmp_path), seeds=seeds, eval_every=0, show_progress=False)  # the demo's
+    if bench.full:  # the demo's settings
+        return DemoConfig(work_dir=str(tmp_path), seeds=_seed_ids(), eval_every=0, show_progress=False)
     return replace(DemoConfig.quick(work_dir=str(tmp_path), show_progress=False), seeds=(0,), eval_every=0)
+
+
+def _commit() -> str | None:
+    """The checkout's commit (records of other code are not assembled with this one's)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _settings(cfg: DemoConfig) -> dict[str, Any]:
+    """What a seed's numbers depend on besides the seed and the code (paths and seed lists left out)."""
+    return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items()
+            if k not in ("work_dir", "seeds", "show_progress", "device")}
+
+
+def _record_dir(bench, shift: str) -> Path:
+    return RUN_RESULTS_DIR / "quality-seeds" / f"{bench.mode}-{bench.device.type}" / shift
+
+
+def _save_seed(directory: Path, seed: int, results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
+    kept = {name: {k: v for k, v in r.items() if k != "history"} for name, r in results.items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / f"seed{seed}.json", {**meta, "seed": seed, "results": kept})
+
+
+def _stored_seeds(directory: Path, meta: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Every seed record in ``directory`` made by the same commit with the same settings, by seed."""
+    out = {}
+    for path in sorted(directory.glob("seed*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if all(record.get(k) == v for k, v in meta.items()):
+            out[int(record["seed"])] = record["results"]
+    return dict(sorted(out.items()))
 
 
 def _shifts(bench) -> tuple[str, ...]:
@@ -150,14 +221,19 @@ def _run_seed(cfg: DemoConfig, seed: int, device: torch.device, shift: str,
     return results
 
 
-def _row(shift: str, name: str, label: str, per_seed: list[dict[str, Any]],
-         base: list[dict[str, Any]], oracle: list[dict[str, Any]]) -> dict[str, Any]:
+def _row(shift: str, name: str, label: str, runs: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    """One row over the seeds that measured it (None if none did); gap closed against each seed's own baselines."""
+    seeds = [seed for seed, r in runs.items() if name in r]
+    if not seeds:
+        return None
+    per_seed = [runs[s][name] for s in seeds]
+    base, oracle = [runs[s]["source_only"] for s in seeds], [runs[s]["oracle"] for s in seeds]
     values = [100 * r["miou"] for r in per_seed]
     gaps = [(r["miou"] - b["miou"]) / (o["miou"] - b["miou"]) for r, b, o in zip(per_seed, base, oracle, strict=True)
             if o["miou"] > b["miou"]]
     row = {"name": f"{shift}/{name}", "shift": shift, "variant": label, "miou": statistics.fmean(values),
            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values),
-           "per_seed": values, "gap_closed": 100 * statistics.fmean(gaps) if gaps else None}
+           "seed_ids": seeds, "per_seed": values, "gap_closed": 100 * statistics.fmean(gaps) if gaps else None}
     for key in ("kept", "precision_before", "precision_after", "collapse"):
         got = [r[key] for r in per_seed if key in r and not math.isnan(r[key])]
         row[key] = statistics.fmean(got) if got else None
@@ -188,8 +264,9 @@ def _check(by: dict[str, dict[str, Any]], shift: str) -> list[str]:
             continue
         if not m(st) >= m("warmup"):
             failed.append(f"{shift}: {st} {m(st):.1f} < warm-up {m('warmup'):.1f}")
-        worst = min(a - b for a, b in zip(by[f"{shift}/{st}"]["per_seed"], by[f"{shift}/warmup"]["per_seed"],
-                                          strict=True))
+        warm = dict(zip(by[f"{shift}/warmup"]["seed_ids"], by[f"{shift}/warmup"]["per_seed"], strict=True))
+        worst = min(v - warm[seed] for seed, v in zip(by[f"{shift}/{st}"]["seed_ids"], by[f"{shift}/{st}"]["per_seed"],
+                                                      strict=True))
         if worst < -1.0:
             failed.append(f"{shift}: a seed's {st} ends {-worst:.1f} below its warm-up")
     if not m("warmup") >= m("source_only"):
@@ -207,15 +284,16 @@ def test_ablation(bench, tmp_path):
     labels = {"source_only": "source-only", "oracle": "target oracle (target labels, same model and budget)",
               **{n: lbl for n, lbl, _ in WARMUP_VARIANTS}, **{n: lbl for n, lbl, _, _ in SELECTORS}}
     failed: list[str] = []
-    skip = _skipped()
-    labels = {k: v for k, v in labels.items() if k not in skip}
+    skip = _skipped()  # this process's seeds leave them out; other seeds' records may still hold them
+    meta = {"commit": _commit(), "settings": _settings(cfg)}
     for shift in _shifts(bench):
-        runs = []
         for seed in cfg.seeds:  # rewritten after every seed: a stopped run keeps the seeds it finished
-            runs.append(_run_seed(cfg, seed, bench.device, shift, skip))
-            base, oracle = [r["source_only"] for r in runs], [r["oracle"] for r in runs]
-            rows = [_row(shift, name, label, [r[name] for r in runs], base, oracle) for name, label in labels.items()]
+            results = _run_seed(cfg, seed, bench.device, shift, skip)
             with _results_lock():
+                _save_seed(_record_dir(bench, shift), seed, results, meta)
+                runs = _stored_seeds(_record_dir(bench, shift), meta) if meta["commit"] else {}
+                runs[seed] = json.loads(json.dumps(results))  # this seed as the record holds it
+                rows = [row for name, label in labels.items() if (row := _row(shift, name, label, runs))]
                 write_rows(SUITE, rows, mode=bench.mode, device=bench.device, title=TITLE, description=DESCRIPTION,
                            columns=COLUMNS, notes=NOTES, plot=PLOT)
         by = {r["name"]: r for r in rows}
@@ -227,3 +305,38 @@ def test_ablation(bench, tmp_path):
         if bench.full:
             failed += _check(by, shift)
     assert not failed, "; ".join(failed)
+
+
+def test_seed_ids_and_records(tmp_path):
+    """Seeds run in separate processes assemble into one table; bad seed lists are refused."""
+    assert _seed_ids({}) == (0, 1, 2)
+    assert _seed_ids({"DIGA_BENCH_QUALITY_SEEDS": "2"}) == (0, 1)
+    assert _seed_ids({"DIGA_BENCH_QUALITY_SEEDS": "5", "DIGA_BENCH_QUALITY_SEED_IDS": "2, 0"}) == (2, 0)
+    for bad in ("a", "1,1", "-1", ","):
+        with pytest.raises(ValueError, match="DIGA_BENCH_QUALITY_SEED_IDS"):
+            _seed_ids({"DIGA_BENCH_QUALITY_SEED_IDS": bad})
+    with pytest.raises(ValueError, match="DIGA_BENCH_QUALITY_SEEDS"):
+        _seed_ids({"DIGA_BENCH_QUALITY_SEEDS": "0"})
+
+    def result(miou):
+        return {"miou": miou, "iou": [miou, float("nan")], "history": [(1, miou)]}
+
+    meta = {"commit": "abc", "settings": {"lr": 1e-3}}
+    _save_seed(tmp_path, 0, {"source_only": result(0.2), "oracle": result(0.6), "warmup": result(0.3),
+                             "st_dynamic": result(0.4)}, meta)
+    _save_seed(tmp_path, 1, {"source_only": result(0.1), "oracle": result(0.5), "warmup": result(0.3)}, meta)
+    _save_seed(tmp_path, 2, {"source_only": result(0.0), "oracle": result(0.9), "warmup": result(0.9)},
+               {**meta, "commit": "other"})  # another commit's numbers stay out
+    (tmp_path / "seed3.json").write_text("{torn")  # a half-written file from a killed run stays out
+    runs = _stored_seeds(tmp_path, meta)
+    assert sorted(runs) == [0, 1] and "history" not in runs[0]["warmup"]
+    warm = _row("appearance", "warmup", "warm-up", runs)
+    assert warm["seed_ids"] == [0, 1] and warm["per_seed"] == pytest.approx([30.0, 30.0])
+    assert warm["gap_closed"] == pytest.approx(100 * (0.25 + 0.5) / 2)
+    dynamic = _row("appearance", "st_dynamic", "dynamic", runs)
+    assert dynamic["seeds"] == 1 and dynamic["miou"] == pytest.approx(40.0) and dynamic["std"] == 0.0
+    assert _row("appearance", "st_threshold_0.7", "thr", runs) is None
+    by = {r["name"]: r for r in (warm, dynamic, _row("appearance", "source_only", "src", runs))}
+    assert _check(by, "appearance") == []
+    by["appearance/st_dynamic"] = {**dynamic, "miou": 20.0, "per_seed": [20.0]}
+    assert any("a seed's st_dynamic ends 10.0 below" in f for f in _check(by, "appearance"))
