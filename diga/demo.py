@@ -18,7 +18,7 @@ from diga._ops import class_argmax
 from diga.adapter import Adapter
 from diga.data.cache import CachedDataset
 from diga.data.pseudo import PseudoLabelled
-from diga.data.synthetic import SyntheticShift
+from diga.data.synthetic import SHIFT_KINDS, SyntheticShift
 from diga.engine.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from diga.engine.distributed import DistInfo, resolve_device
 from diga.engine.log import JsonlLogger
@@ -103,13 +103,44 @@ class ShiftExperiment:
         self.val = data("target", cfg.val_items, 10_000 + seed)
         self.num_classes = self.source.num_classes
         self.optim = OptimConfig(optimizer="adamw", lr=cfg.lr, head_lr_mult=1.0, weight_decay=1e-4, power=0.9)
+        self._pretrained: dict[str, torch.Tensor] | None = None
 
-    def adapter(self, **kwargs: Any) -> Adapter:
-        """A fresh adapter around a freshly initialised model (the same init for every variant)."""
+    def _model(self) -> torch.nn.Module:
         cfg = self.cfg
         torch.manual_seed(self.seed)
-        model = create_model("unet", num_classes=self.num_classes, encoder_name=cfg.encoder_name,
-                             encoder_depth=len(cfg.decoder_channels), decoder_channels=list(cfg.decoder_channels))
+        return create_model("unet", num_classes=self.num_classes, encoder_name=cfg.encoder_name,
+                            encoder_depth=len(cfg.decoder_channels), decoder_channels=list(cfg.decoder_channels))
+
+    def pretrained_encoder(self) -> dict[str, torch.Tensor]:
+        """Encoder weights "pretrained elsewhere", the stand-in for ImageNet weights (none can be downloaded).
+
+        The same U-Net, trained for ``source_steps`` steps with labels on the *other* kinds' targets
+        (``cfg.target_items`` each, data seeds this experiment never uses), never on this shift's
+        target or source; only its encoder is kept, as an ImageNet-pretrained encoder is. Made once
+        per experiment (its checkpoints are the ``pretrain`` stage in the work folder).
+        """
+        if self._pretrained is None:
+            cfg = self.cfg
+            pool = torch.utils.data.ConcatDataset([
+                CachedDataset(SyntheticShift("target", shift=kind, size=cfg.size, length=cfg.target_items,
+                                             seed=20_000 + 100 * i + self.seed))
+                for i, kind in enumerate(k for k in SHIFT_KINDS if k != self.shift)])
+            adapter = Adapter(self._model(), self.num_classes).to(self.dist.device)
+            self.train(adapter, "source_only", "pretrain", cfg.source_steps, source=pool)
+            encoder = adapter.student.model.encoder
+            self._pretrained = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+        return self._pretrained
+
+    def adapter(self, *, pretrained: bool = False, **kwargs: Any) -> Adapter:
+        """A fresh adapter around a freshly initialised model (the same init for every variant).
+
+        ``pretrained=True`` loads :meth:`pretrained_encoder` into it (decoder and head stay fresh).
+        """
+        cfg = self.cfg
+        encoder = self.pretrained_encoder() if pretrained else None
+        model = self._model()
+        if encoder is not None:
+            model.encoder.load_state_dict(encoder)
         kwargs.setdefault("translator", FourierTranslator(beta=cfg.fourier_beta))
         kwargs.setdefault("teacher_momentum", cfg.teacher_momentum)
         kwargs.setdefault("centroid_momentum", cfg.centroid_momentum)

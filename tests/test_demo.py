@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import torch
+
 from diga.demo import VARIANT_LABELS, DemoConfig, check_expectations, format_expectations, format_table, run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +54,23 @@ def test_expectations_checked_on_means():
     assert text.splitlines()[0] == "- warm-up beats source-only: NO (25.0 vs 30.0)"
     # Variants that did not run are not checked.
     assert check_expectations({"miou": {"warmup": (0.5, 0.0)}}) == []
+
+
+def test_pretrained_encoder_is_trained_elsewhere_and_loaded(tmp_path):
+    """The pretrained stand-in: trained on the other kinds' targets, made once, the encoder only loaded."""
+    from diga.demo import ShiftExperiment
+    from diga.engine.distributed import DistInfo
+
+    cfg = DemoConfig.quick(work_dir=str(tmp_path), show_progress=False, eval_every=0)
+    exp = ShiftExperiment(cfg, 0, DistInfo(0, 1, 0, torch.device("cpu")), shift="sensor")
+    fresh = exp.adapter().student.model
+    encoder = exp.pretrained_encoder()
+    assert exp.pretrained_encoder() is encoder  # made once per experiment
+    loaded = exp.adapter(pretrained=True).student.model
+    for name, value in loaded.encoder.state_dict().items():
+        assert torch.equal(value, encoder[name]), name
+    before = fresh.encoder.state_dict()
+    assert any(v.is_floating_point() and not torch.equal(v, encoder[n]) for n, v in before.items())  # it trained
+    for name, value in loaded.decoder.state_dict().items():  # decoder and head keep the fresh initialisation
+        assert torch.equal(value, fresh.decoder.state_dict()[name]), name
+    assert (tmp_path / "sensor" / "seed0" / "checkpoints" / "pretrain_final.pt").exists()
