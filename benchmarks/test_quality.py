@@ -5,7 +5,9 @@ weather): target mIoU of source-only training and of the target oracle (the
 same model and budget trained on the labelled target); of the DiGA warm-up
 with and without the cross-domain mix and with and without distillation, and
 with the paper script's choices (target batch-norm statistics leaking into
-the warm-up, teacher in train mode); and of self-training, offline (cached
+the warm-up, teacher in train mode); the same warm-ups from an encoder
+pretrained elsewhere (the stand-in for ImageNet weights, which cannot be
+downloaded here: ``ShiftExperiment.pretrained_encoder``); and of self-training, offline (cached
 multi-scale pseudo-labels) and online (made batch by batch), with dynamic
 selection against fixed confidence thresholds and class-balanced selection,
 with pseudo-label precision and kept fraction before and after selection

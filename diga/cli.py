@@ -389,7 +389,7 @@ def _add_demo(sub) -> None:
     from diga.demo import add_demo_args
 
     p = sub.add_parser("demo", help="source-only vs DiGA warm-up vs DiGA self-training on the built-in "
-                                    "domain shift (one seed: about 6 minutes on a 2-core CPU)")
+                                    "domain shift (one seed: about 4 minutes on a 2-core CPU)")
     add_demo_args(p)
     p.set_defaults(func=_run_demo)
 

@@ -1,4 +1,4 @@
-"""The quickstart demo in its reduced mode: the same code path as the 6-minute run, in seconds."""
+"""The quickstart demo in its reduced mode: the same code path as the 4-minute run, in seconds."""
 
 from __future__ import annotations
 
