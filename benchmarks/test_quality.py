@@ -31,7 +31,8 @@ process per seed (two on a 2-core machine) fills one table::
     DIGA_BENCH_QUALITY_SHIFTS=layout DIGA_BENCH_QUALITY_SEED_IDS=2 pytest benchmarks/test_quality.py --full
 
 A row counts the seeds that measured it (``seeds``); a skipped row is left out
-of that seed only. The last process to finish writes the complete table.
+of that seed only, and a later run of the same seed that measures other rows
+adds them to its record. The last process to finish writes the complete table.
 """
 
 from __future__ import annotations
@@ -181,9 +182,12 @@ def _record_dir(bench, shift: str) -> Path:
 
 
 def _save_seed(directory: Path, seed: int, results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Write (or extend) seed ``seed``'s record: rows of an earlier run of the same commit and settings
+    are kept unless this run measured them again, so runs that skip different rows add up."""
     kept = {name: {k: v for k, v in r.items() if k != "history"} for name, r in results.items()}
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(directory / f"seed{seed}.json", {**meta, "seed": seed, "results": kept})
+    earlier = _stored_seeds(directory, meta).get(seed, {}) if meta.get("commit") else {}
+    atomic_write_json(directory / f"seed{seed}.json", {**meta, "seed": seed, "results": {**earlier, **kept}})
 
 
 def _stored_seeds(directory: Path, meta: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
@@ -347,6 +351,8 @@ def test_seed_ids_and_records(tmp_path):
     meta = {"commit": "abc", "settings": {"lr": 1e-3}}
     _save_seed(tmp_path, 0, {"source_only": result(0.2), "oracle": result(0.6), "warmup": result(0.3),
                              "st_dynamic": result(0.4)}, meta)
+    _save_seed(tmp_path, 1, {"source_only": result(0.1), "oracle": result(0.5), "warmup": result(0.3),
+                             "st_dynamic": result(0.35)}, meta)
     _save_seed(tmp_path, 1, {"source_only": result(0.1), "oracle": result(0.5), "warmup": result(0.3)}, meta)
     _save_seed(tmp_path, 2, {"source_only": result(0.0), "oracle": result(0.9), "warmup": result(0.9)},
                {**meta, "commit": "other"})  # another commit's numbers stay out
@@ -356,10 +362,10 @@ def test_seed_ids_and_records(tmp_path):
     warm = _row("appearance", "warmup", "warm-up", runs)
     assert warm["seed_ids"] == [0, 1] and warm["per_seed"] == pytest.approx([30.0, 30.0])
     assert warm["gap_closed"] == pytest.approx(100 * (0.25 + 0.5) / 2)
-    dynamic = _row("appearance", "st_dynamic", "dynamic", runs)
-    assert dynamic["seeds"] == 1 and dynamic["miou"] == pytest.approx(40.0) and dynamic["std"] == 0.0
+    dynamic = _row("appearance", "st_dynamic", "dynamic", runs)  # seed 1's second run skipped it: kept
+    assert dynamic["seed_ids"] == [0, 1] and dynamic["per_seed"] == pytest.approx([40.0, 35.0])
     assert _row("appearance", "st_threshold_0.7", "thr", runs) is None
     by = {r["name"]: r for r in (warm, dynamic, _row("appearance", "source_only", "src", runs))}
     assert _check(by, "appearance") == []
-    by["appearance/st_dynamic"] = {**dynamic, "miou": 20.0, "per_seed": [20.0]}
+    by["appearance/st_dynamic"] = {**dynamic, "miou": 31.0, "per_seed": [40.0, 20.0]}
     assert any("a seed's st_dynamic ends 10.0 below" in f for f in _check(by, "appearance"))
