@@ -314,12 +314,13 @@ def test_ablation(bench, tmp_path):
     skip = _skipped()  # this process's seeds leave them out; other seeds' records may still hold them
     meta = {"commit": _commit(), "settings": _settings(cfg)}
     for shift in _shifts(bench):
+        mine: dict[int, dict[str, dict[str, Any]]] = {}  # this process's seeds (all there is without a commit)
         for seed in cfg.seeds:  # rewritten after every seed: a stopped run keeps the seeds it finished
             results = _run_seed(cfg, seed, bench.device, shift, skip)
+            mine[seed] = json.loads(json.dumps(results))  # as a record holds it
             with _results_lock():
                 _save_seed(_record_dir(bench, shift), seed, results, meta)
-                runs = _stored_seeds(_record_dir(bench, shift), meta) if meta["commit"] else {}
-                runs[seed] = json.loads(json.dumps(results))  # this seed as the record holds it
+                runs = _stored_seeds(_record_dir(bench, shift), meta) if meta["commit"] else dict(mine)
                 rows = [row for name, label in labels.items() if (row := _row(shift, name, label, runs))]
                 write_rows(SUITE, rows, mode=bench.mode, device=bench.device, title=TITLE, description=DESCRIPTION,
                            columns=COLUMNS, notes=NOTES, plot=PLOT)
