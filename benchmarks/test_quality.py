@@ -181,13 +181,20 @@ def _record_dir(bench, shift: str) -> Path:
     return RUN_RESULTS_DIR / "quality-seeds" / f"{bench.mode}-{bench.device.type}" / shift
 
 
-def _save_seed(directory: Path, seed: int, results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
+def _save_seed(directory: Path, seed: int, results: dict[str, dict[str, Any]],
+               meta: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
     """Write (or extend) seed ``seed``'s record: rows of an earlier run of the same commit and settings
-    are kept unless this run measured them again, so runs that skip different rows add up."""
-    kept = {name: {k: v for k, v in r.items() if k != "history"} for name, r in results.items()}
+    are kept unless this run measured them again, so runs that skip different rows add up.
+
+    Returns every record of that commit and settings by seed, this one as written (without a commit:
+    this seed's alone), so the table needs no second read of the folder."""
+    kept = json.loads(json.dumps({name: {k: v for k, v in r.items() if k != "history"}
+                                  for name, r in results.items()}))  # as a record holds it
     directory.mkdir(parents=True, exist_ok=True)
-    earlier = _stored_seeds(directory, meta).get(seed, {}) if meta.get("commit") else {}
-    atomic_write_json(directory / f"seed{seed}.json", {**meta, "seed": seed, "results": {**earlier, **kept}})
+    runs = _stored_seeds(directory, meta) if meta.get("commit") else {}
+    runs[seed] = {**runs.get(seed, {}), **kept}
+    atomic_write_json(directory / f"seed{seed}.json", {**meta, "seed": seed, "results": runs[seed]})
+    return dict(sorted(runs.items()))
 
 
 def _stored_seeds(directory: Path, meta: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
@@ -317,10 +324,10 @@ def test_ablation(bench, tmp_path):
         mine: dict[int, dict[str, dict[str, Any]]] = {}  # this process's seeds (all there is without a commit)
         for seed in cfg.seeds:  # rewritten after every seed: a stopped run keeps the seeds it finished
             results = _run_seed(cfg, seed, bench.device, shift, skip)
-            mine[seed] = json.loads(json.dumps(results))  # as a record holds it
             with _results_lock():
-                _save_seed(_record_dir(bench, shift), seed, results, meta)
-                runs = _stored_seeds(_record_dir(bench, shift), meta) if meta["commit"] else dict(mine)
+                stored = _save_seed(_record_dir(bench, shift), seed, results, meta)
+                mine[seed] = stored[seed]
+                runs = stored if meta["commit"] else dict(mine)
                 rows = [row for name, label in labels.items() if (row := _row(shift, name, label, runs))]
                 write_rows(SUITE, rows, mode=bench.mode, device=bench.device, title=TITLE, description=DESCRIPTION,
                            columns=COLUMNS, notes=NOTES, plot=PLOT)
@@ -354,7 +361,11 @@ def test_seed_ids_and_records(tmp_path):
                              "st_dynamic": result(0.4)}, meta)
     _save_seed(tmp_path, 1, {"source_only": result(0.1), "oracle": result(0.5), "warmup": result(0.3),
                              "st_dynamic": result(0.35)}, meta)
-    _save_seed(tmp_path, 1, {"source_only": result(0.1), "oracle": result(0.5), "warmup": result(0.3)}, meta)
+    returned = _save_seed(tmp_path, 1, {"source_only": result(0.1), "oracle": result(0.5), "warmup": result(0.3)},
+                          meta)
+    assert returned == _stored_seeds(tmp_path, meta) and "st_dynamic" in returned[1]  # what the table reads
+    alone = _save_seed(tmp_path / "no-commit", 0, {"warmup": result(0.3)}, {**meta, "commit": None})
+    assert list(alone) == [0] and alone[0]["warmup"]["miou"] == 0.3 and "history" not in alone[0]["warmup"]
     _save_seed(tmp_path, 2, {"source_only": result(0.0), "oracle": result(0.9), "warmup": result(0.9)},
                {**meta, "commit": "other"})  # another commit's numbers stay out
     (tmp_path / "seed3.json").write_text("{torn")  # a half-written file from a killed run stays out
