@@ -186,6 +186,16 @@ class Adapter(nn.Module):
             whole stage (one round of labels, as offline mode). For more rounds at
             the paper's pace, call :meth:`init_centroids` between them: the next
             step starts a new stage, labeller included.
+        select_with: whose features (and logits) the selector reads. ``"teacher"`` (default,
+            the paper): the EMA teacher's at every step, the centroids following them by EMA
+            from the selected target labels and the source's mixed view. ``"labeller"``: the
+            frozen labeller's (a copy of the stage's starting model, the one whose labels
+            offline mode caches; made in offline mode too), with the centroids left as
+            :meth:`init_centroids` made them, so each target pixel's selection is fixed for
+            the stage and the student's training cannot feed back into which labels it is
+            trained on. A deliberate difference from the paper (docs/guide.md has the
+            measurements); it keeps one more frozen copy of the model and, offline, costs
+            one no-grad forward of the target batch a step. Requires ``labeller_refresh=None``.
 
     Example:
         >>> import segmentation_models_pytorch as smp
@@ -222,6 +232,7 @@ class Adapter(nn.Module):
         ablation: AblationOptions | None = None,
         online_scales: Sequence[float] = (1.0, 0.5),
         labeller_refresh: int | None = None,
+        select_with: str = "teacher",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -269,6 +280,15 @@ class Adapter(nn.Module):
         if labeller_refresh is not None:
             check_number(labeller_refresh, "labeller_refresh", low=1, integer=True)
         self.labeller_refresh = None if labeller_refresh is None else int(labeller_refresh)
+        if select_with not in ("teacher", "labeller"):
+            raise ValueError(f"`select_with` must be 'teacher' or 'labeller', got {select_with!r}")
+        if select_with == "labeller" and self.labeller_refresh is not None:
+            raise ValueError(
+                "`labeller_refresh` must be None with select_with='labeller' (got "
+                f"{self.labeller_refresh}): a refreshed labeller's features no longer match the centroids; "
+                "for more rounds call init_centroids between them"
+            )
+        self.select_with = select_with
         self.labeller: nn.Module | None = None
         self.stage_step = 0  # self-training steps taken in the current stage
         self.step = 0
@@ -355,19 +375,18 @@ class Adapter(nn.Module):
     def _enter_self_training(self, online: bool) -> None:
         """The first self-training step of a stage restarts the teacher from the student with the
         paper's true average, and takes the centroid pass's class shares as the collapse reference.
-        In online mode the stage's first step also freezes a copy of the student as the labeller,
-        replaced by a copy of the teacher after ``labeller_refresh`` steps and each doubling after."""
+        In online mode (or with ``select_with="labeller"``) the stage's first step also freezes a copy
+        of the student as the labeller; online, it is replaced by a copy of the teacher after
+        ``labeller_refresh`` steps and each doubling after."""
         if self.stage != "self_training":
             self.reset_teacher(ramp=1.0)
             self.monitor.set_reference(counts=self.centroids.pixel_counts)
             self.labeller = None
             self.stage_step = 0
             self.stage = "self_training"
-        if not online:
-            return
-        if self.labeller is None:
+        if self.labeller is None and (online or self.select_with == "labeller"):
             self._make_labeller(self.teacher.model)
-        elif self.stage_step == self.labeller_due:
+        elif online and self.stage_step == self.labeller_due:
             self._make_labeller(self.teacher.model)
 
     @property
@@ -404,6 +423,25 @@ class Adapter(nn.Module):
         from diga.inference import predict_logits
 
         return class_argmax(predict_logits(self.labeller, target_images, self.online_scales))
+
+    @torch.no_grad()
+    def _labeller_view(
+        self, target_images: Tensor, online: bool
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """``select_with="labeller"``: the labeller's full-scale logits and features of the target,
+        and (online) its multi-scale pseudo-labels, the full scale's forward shared."""
+        from diga.inference import predict_logits
+
+        logits, feats = self.labeller(target_images)
+        if not online:
+            return None, logits, feats
+        if 1.0 not in self.online_scales:
+            return self.online_pseudo_labels(target_images), logits, feats
+        fused = resize_logits(logits, target_images.shape[-2:]).float()
+        rest = tuple(s for s in self.online_scales if s != 1.0)
+        if rest:
+            fused = torch.maximum(fused, predict_logits(self.labeller, target_images, rest))
+        return class_argmax(fused), logits, feats
 
     # ------------------------------------------------------------ warm-up
     def warmup_step(
@@ -498,9 +536,11 @@ class Adapter(nn.Module):
 
         1. Teacher on ``[source; cross-domain mixed source]`` and on the clean target.
         2. The selector keeps the pseudo-labels the nearest centroid agrees with
-           (``target_pseudo_labels``; made by the frozen labeller when None: online mode).
+           (``target_pseudo_labels``; made by the frozen labeller when None: online mode),
+           on the teacher's features (``select_with="labeller"``: the labeller's).
         3. Centroids: one EMA step from the target (selected labels, teacher
-           prediction agreeing) and one from the source's mixed view, as the paper.
+           prediction agreeing) and one from the source's mixed view, as the paper
+           (none with ``select_with="labeller"``).
         4. DACS mix: half of the source classes pasted onto the augmented target,
            labels mixed by the same mask; the student learns it with CE.
 
@@ -550,13 +590,17 @@ class Adapter(nn.Module):
         )
         with torch.no_grad():
             watch = self.monitor.update(class_argmax(tt_logits))
-            if target_pseudo_labels is None:
-                target_pseudo_labels = self.online_pseudo_labels(target_images)
-            selected = self.selector(
-                target_pseudo_labels, features=tt_feats, logits=tt_logits
-            )
-            self.centroids.update(tt_feats, labels=selected, logits=tt_logits)
-            self.centroids.update(t_feats[b:], labels=source_labels, logits=t_logits[b:])
+            if self.select_with == "labeller":  # frozen features, frozen centroids: a fixed selection
+                made, sel_logits, sel_feats = self._labeller_view(target_images, target_pseudo_labels is None)
+                if target_pseudo_labels is None:
+                    target_pseudo_labels = made
+                selected = self.selector(target_pseudo_labels, features=sel_feats, logits=sel_logits)
+            else:
+                if target_pseudo_labels is None:
+                    target_pseudo_labels = self.online_pseudo_labels(target_images)
+                selected = self.selector(target_pseudo_labels, features=tt_feats, logits=tt_logits)
+                self.centroids.update(tt_feats, labels=selected, logits=tt_logits)
+                self.centroids.update(t_feats[b:], labels=source_labels, logits=t_logits[b:])
             dacs_mask = class_mix_mask(
                 source_labels, ignore_index=self.ignore_index, num_classes=self.num_classes,
                 generator=generator,
@@ -688,4 +732,6 @@ class Adapter(nn.Module):
         return (
             f"num_classes={self.num_classes}, kd_weight={self.kd_weight}, "
             f"st_kd_weight={self.st_kd_weight}, step={self.step}"
-        ) + ("" if self.ablation == AblationOptions() else f", ablation={self.ablation}")
+        ) + ("" if self.select_with == "teacher" else f", select_with={self.select_with!r}") + (
+            "" if self.ablation == AblationOptions() else f", ablation={self.ablation}"
+        )
