@@ -233,6 +233,95 @@ class TestSelfTraining:
             adapter.self_training_step(src, lbl, args["target_images"], args["target_pseudo_labels"])
 
 
+class TestFixedSelection:
+    """select_with="labeller": the selector reads the frozen stage-start model against the centroid pass's bank."""
+
+    def _train(self, ad, src, lbl, tgt, pseudo, steps, lr=0.5):
+        opt = torch.optim.SGD(ad.student.parameters(), lr=lr)
+        outs = []
+        for step in range(steps):
+            out = ad.self_training_step(src, lbl, tgt, pseudo, generator=torch.Generator().manual_seed(step))
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            ad.update_teacher()
+            outs.append(out)
+        return outs
+
+    @pytest.mark.parametrize("online", [False, True])
+    def test_selection_is_the_stage_start_models_at_every_step(self, online):
+        from diga.inference import predict_logits
+
+        src, lbl, tgt, tgt_lbl = batch()
+        ad = Adapter(tiny_net(), num_classes=C, select_with="labeller")
+        ad.init_centroids([tgt])
+        bank = ad.centroids.centroids.clone()
+        start = copy.deepcopy(ad.student).eval()
+        with torch.no_grad():
+            _, feats = start(tgt)
+        pseudo = None if online else tgt_lbl
+        expected_pseudo = predict_logits(start, tgt, (1.0, 0.5)).argmax(1) if online else tgt_lbl
+        reference = DynamicPseudoLabelSelector(ClassCentroids.from_tensor(bank))
+        expected = reference(expected_pseudo, features=feats)
+        outs = self._train(ad, src, lbl, tgt, pseudo, 4)
+        for out in outs:
+            assert torch.equal(out.images["pseudo"], expected_pseudo)
+            assert torch.equal(out.images["selected"], expected)
+        assert torch.equal(ad.centroids.centroids, bank)  # no EMA step in this mode
+        assert 0 < float(outs[0].parts["kept"]) < 1
+        # The student did move: the paper's mode, reading the teacher, selects otherwise by now.
+        with torch.no_grad():
+            _, now = ad.teacher(tgt)
+        assert not torch.equal(reference(expected_pseudo, features=now), expected)
+        paper = Adapter(tiny_net(), num_classes=C)
+        paper.init_centroids([tgt])
+        self._train(paper, src, lbl, tgt, pseudo, 2)
+        assert (paper.labeller is None) == (not online)  # offline, the paper's mode keeps no labeller
+        assert not torch.equal(paper.centroids.centroids, bank)  # the paper's EMA does move them
+
+    def test_online_without_full_scale_matches_the_labeller(self):
+        from diga.inference import predict_logits
+
+        src, lbl, tgt, _ = batch()
+        ad = Adapter(tiny_net(), num_classes=C, select_with="labeller", online_scales=(0.5,))
+        ad.init_centroids([tgt])
+        start = copy.deepcopy(ad.student).eval()
+        out = self._train(ad, src, lbl, tgt, None, 2)[-1]
+        assert torch.equal(out.images["pseudo"], predict_logits(start, tgt, (0.5,)).argmax(1))
+
+    def test_offline_mode_keeps_a_labeller_and_resumes(self):
+        src, lbl, tgt, tgt_lbl = batch()
+        ad = Adapter(tiny_net(), num_classes=C, select_with="labeller")
+        ad.init_centroids([tgt])
+        first = self._train(ad, src, lbl, tgt, tgt_lbl, 2)[0].images["selected"]
+        assert ad.labeller is not None and not any(p.requires_grad for p in ad.labeller.parameters())
+        other = Adapter(tiny_net(1), num_classes=C, select_with="labeller")
+        other.load_state_dict(ad.state_dict())
+        out = self._train(other, src, lbl, tgt, tgt_lbl, 1)[0]
+        assert torch.equal(out.images["selected"], first)
+        assert "select_with='labeller'" in repr(other) and "select_with" not in repr(Adapter(tiny_net(), C))
+
+    def test_threshold_selector_reads_the_labeller(self):
+        src, lbl, tgt, tgt_lbl = batch()
+        selector = ConfidenceThresholdSelector(threshold=0.3)
+        ad = Adapter(tiny_net(), num_classes=C, select_with="labeller", selector=selector)
+        start = copy.deepcopy(ad.student).eval()
+        with torch.no_grad():
+            logits, feats = start(tgt)
+        expected = selector(tgt_lbl, features=feats, logits=logits)
+        for out in self._train(ad, src, lbl, tgt, tgt_lbl, 3):
+            assert torch.equal(out.images["selected"], expected)
+
+    @pytest.mark.parametrize("kwargs, match", [
+        ({"select_with": "student"}, "select_with"),
+        ({"select_with": None}, "select_with"),
+        ({"select_with": "labeller", "labeller_refresh": 2}, "labeller_refresh"),
+    ])
+    def test_bad_settings(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            Adapter(tiny_net(), num_classes=C, **kwargs)
+
+
 class TestAdapterMisc:
     def test_predict_multiscale_max(self, adapter):
         _, _, tgt, _ = batch()

@@ -103,7 +103,7 @@ def build_adapter(model: nn.Module, recipe: Recipe, *, translator=None, dist: Di
         kd_weight=recipe.warmup.kd_weight, st_kd_weight=recipe.self_training.kd_weight,
         teacher_momentum=recipe.teacher_momentum, teacher_ramp=recipe.teacher_ramp,
         teacher_buffers=recipe.teacher_buffers, centroid_momentum=recipe.centroid_momentum,
-        **adapter_kwargs,
+        select_with=recipe.select_with, **adapter_kwargs,
     )
     if dist is not None:
         adapter.to(dist.device)

@@ -113,6 +113,11 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
     r.add_argument("--teacher-ramp", type=float, default=None,
                    help="warm-up teacher's averaging window as a fraction of the steps so far (default: the "
                    "preset's, the paper's true average 1.0; 0.1 for runs of a few thousand steps or less)")
+    r.add_argument("--select-with", choices=("teacher", "labeller"), default=None,
+                   help="whose features the dynamic selection reads: the EMA teacher's at every step (the "
+                   "paper's) or the frozen stage-start model's, against the centroid pass's centroids: a "
+                   "selection fixed for each round (default: the preset's, the paper's 'teacher'; "
+                   "docs/guide.md has what each did on the built-in shifts)")
     r.add_argument("--stop-on-collapse", action="store_true",
                    help="stop self-training when the collapse watch fires (default: warn and log it)")
     return parser
@@ -237,6 +242,8 @@ def resolve_recipe(args: argparse.Namespace, benchmark: str) -> Recipe:
     if args.teacher_ramp is not None:
         check_number(args.teacher_ramp, "--teacher-ramp", low=0, low_open=True)
         recipe = replace(recipe, teacher_ramp=args.teacher_ramp)
+    if args.select_with is not None:
+        recipe = replace(recipe, select_with=args.select_with)
     return replace(recipe, fourier_beta=args.fourier_beta, eval_every=args.eval_every)
 
 

@@ -49,7 +49,8 @@ def env() -> dict:
 @pytest.mark.parametrize("name, classes", [("gta_to_cityscapes", 19), ("synthia_to_cityscapes", 16)])
 def test_trainer_runs_every_stage(data, tmp_path, name, classes):
     work = tmp_path / "run"
-    results = example(name).main(argv(name, data, work))
+    select = "labeller" if classes == 16 else "teacher"  # one trainer each way; the flag reaches the recipe
+    results = example(name).main(argv(name, data, work, *(["--select-with", select] if classes == 16 else [])))
     assert list(results["stages"]) == ["warmup", "self_training_1", "self_training_2"]
     for stage in results["stages"].values():
         assert len(stage["iou"]) == classes and 0 <= stage["miou"] <= 1
@@ -57,7 +58,8 @@ def test_trainer_runs_every_stage(data, tmp_path, name, classes):
         assert "miou_subset" in results["final"]  # SYNTHIA's 13-class mIoU
     on_disk = json.loads((work / "results.json").read_text())
     assert on_disk["final"]["stage"] == "self_training_2" and "versions" in on_disk["config"]
-    assert json.loads((work / "config.json").read_text())["recipe"]["num_classes"] == classes
+    recipe = json.loads((work / "config.json").read_text())["recipe"]
+    assert recipe["num_classes"] == classes and recipe["select_with"] == select
     names = sorted(p.relative_to(work / "pseudo_round2").as_posix()
                    for p in (work / "pseudo_round2").rglob("*.png"))
     assert len(names) == 4 and names[0].startswith("aachen/")
@@ -122,3 +124,19 @@ def test_default_workers_fit_the_machine():
     assert resolve_workers(0) == 0 and resolve_workers(6) == 6
     with pytest.raises(ValueError, match="num-workers"):
         resolve_workers(-1)
+
+
+def test_recipe_selection_reaches_the_adapter():
+    from dataclasses import replace
+
+    from diga.engine.pipeline import build_adapter
+    from diga.engine.recipes import GTA5_PAPER
+    from diga.models import create_model
+
+    def model():
+        return create_model("unet", num_classes=19, encoder_name="resnet18", encoder_depth=3,
+                            decoder_channels=[16, 8, 8])
+
+    assert GTA5_PAPER.select_with == "teacher"  # the paper's recipe keeps the paper's selection
+    assert build_adapter(model(), GTA5_PAPER).select_with == "teacher"
+    assert build_adapter(model(), replace(GTA5_PAPER, select_with="labeller")).select_with == "labeller"
