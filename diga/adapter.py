@@ -195,7 +195,9 @@ class Adapter(nn.Module):
             the stage and the student's training cannot feed back into which labels it is
             trained on. A deliberate difference from the paper (docs/guide.md has the
             measurements); it keeps one more frozen copy of the model and, offline, costs
-            one no-grad forward of the target batch a step. Requires ``labeller_refresh=None``.
+            one no-grad forward of the target batch a step. Requires ``labeller_refresh=None``;
+            the centroids must come from the same model (``init_centroids(which="student")``,
+            the default, run just before the stage).
 
     Example:
         >>> import segmentation_models_pytorch as smp
