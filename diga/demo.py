@@ -253,8 +253,11 @@ def _pictures(adapter: Adapter, source, pseudo_labelled, path: Path, dist: DistI
     g = torch.Generator().manual_seed(0)
     adapter.eval()
     warm = adapter.warmup_step(src, src_lbl, tgt, generator=g)
-    _, feats = adapter.teacher(tgt)
-    selected = adapter.selector(pseudo, features=feats, logits=None)
+    # The selection the stage trained with: the frozen labeller's features by default, the teacher's for
+    # select_with="teacher".
+    reader = adapter.labeller if adapter.select_with == "labeller" else adapter.teacher
+    logits, feats = reader(tgt)
+    selected = adapter.selector(pseudo, features=feats, logits=logits)
     pred = class_argmax(adapter.predict(tgt))
     pal = source.palette
     rows = {

@@ -53,8 +53,12 @@ class TestWarmup:
         assert grad is not None and grad.abs().sum() > 0
         assert all(p.grad is None for p in adapter.teacher.parameters())
 
-    def test_matches_manual_composition(self, adapter):
+    @pytest.mark.parametrize("mixed_view_ce", [True, False])
+    def test_matches_manual_composition(self, mixed_view_ce):
+        """Default: CE on both views; ``mixed_view_ce=False``: the paper's, CE on the clean view only."""
         src, lbl, tgt, _ = batch()
+        adapter = Adapter(tiny_net(), num_classes=C, translator=FourierTranslator(beta=0.05),
+                          ablation=AblationOptions(mixed_view_ce=mixed_view_ce)).train()
         out = adapter.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
         imgs = out.images
         # The mixed view pastes the augmented source over the translated source.
@@ -66,7 +70,10 @@ class TestWarmup:
         s_logits, _ = adapter.student(views)
         t_logits, _ = adapter.teacher(views)
         size = lbl.shape[-2:]
-        ce = segmentation_ce_loss(s_logits[:2], lbl)
+        if mixed_view_ce:  # the mean over both views' valid pixels: each view at half weight
+            ce = (segmentation_ce_loss(s_logits[:2], lbl) + segmentation_ce_loss(s_logits[2:], lbl)) / 2
+        else:
+            ce = segmentation_ce_loss(s_logits[:2], lbl)
         kd = symmetric_kd_loss(resize_logits(s_logits, size), resize_logits(t_logits, size))
         torch.testing.assert_close(out.parts["ce"], ce.detach())
         torch.testing.assert_close(out.parts["kd"], kd.detach())
@@ -109,7 +116,10 @@ class TestWarmup:
 
 
 class TestSelfTraining:
-    def test_step_against_manual(self, adapter):
+    def test_step_against_manual(self):
+        """The paper's selection (``select_with="teacher"``): the EMA teacher's features, centroids moving by EMA."""
+        adapter = Adapter(tiny_net(), num_classes=C, translator=FourierTranslator(beta=0.05),
+                          select_with="teacher").train()
         src, lbl, tgt, tgt_lbl = batch()
         adapter.init_centroids([tgt])
         pseudo = tgt_lbl.clone()
@@ -167,13 +177,13 @@ class TestSelfTraining:
         from diga.inference import predict_logits
 
         src, lbl, tgt, _ = batch()
-        ad = Adapter(tiny_net(), num_classes=C, labeller_refresh=2)
+        ad = Adapter(tiny_net(), num_classes=C, labeller_refresh=2, select_with="teacher")
         ad.init_centroids([tgt])
         opt = torch.optim.SGD(ad.student.parameters(), lr=0.5)
         made_at, last = [], None
         for step in range(1, 10):
             if step == 6:  # resume mid-schedule into a fresh adapter: the next refresh stays at step 9
-                other = Adapter(tiny_net(1), num_classes=C, labeller_refresh=2)
+                other = Adapter(tiny_net(1), num_classes=C, labeller_refresh=2, select_with="teacher")
                 other.load_state_dict(ad.state_dict())
                 ad, opt = other, torch.optim.SGD(other.student.parameters(), lr=0.5)
                 last = ad.labeller
@@ -195,7 +205,7 @@ class TestSelfTraining:
         ad.self_training_step(src, lbl, tgt, None, generator=torch.Generator().manual_seed(0))
         assert ad.stage_step == 1 and ad.labeller_due == 2
         # Offline mode makes no labeller; labeller_refresh=None never refreshes.
-        off = Adapter(tiny_net(), num_classes=C, labeller_refresh=2)
+        off = Adapter(tiny_net(), num_classes=C, labeller_refresh=2, select_with="teacher")
         off.init_centroids([tgt])
         for _ in range(3):
             off.self_training_step(src, lbl, tgt, lbl.clamp(max=C - 1), generator=torch.Generator().manual_seed(0))
@@ -273,7 +283,7 @@ class TestFixedSelection:
         with torch.no_grad():
             _, now = ad.teacher(tgt)
         assert not torch.equal(reference(expected_pseudo, features=now), expected)
-        paper = Adapter(tiny_net(), num_classes=C)
+        paper = Adapter(tiny_net(), num_classes=C, select_with="teacher")
         paper.init_centroids([tgt])
         self._train(paper, src, lbl, tgt, pseudo, 2)
         assert (paper.labeller is None) == (not online)  # offline, the paper's mode keeps no labeller
@@ -299,7 +309,9 @@ class TestFixedSelection:
         other.load_state_dict(ad.state_dict())
         out = self._train(other, src, lbl, tgt, tgt_lbl, 1)[0]
         assert torch.equal(out.images["selected"], first)
-        assert "select_with='labeller'" in repr(other) and "select_with" not in repr(Adapter(tiny_net(), C))
+        assert Adapter(tiny_net(), C).select_with == "labeller"  # the default; the paper's shows in the repr
+        assert "select_with" not in repr(other) and "select_with='teacher'" in repr(
+            Adapter(tiny_net(), C, select_with="teacher"))
 
     def test_threshold_selector_reads_the_labeller(self):
         src, lbl, tgt, tgt_lbl = batch()
@@ -316,6 +328,7 @@ class TestFixedSelection:
         ({"select_with": "student"}, "select_with"),
         ({"select_with": None}, "select_with"),
         ({"select_with": "labeller", "labeller_refresh": 2}, "labeller_refresh"),
+        ({"labeller_refresh": 2}, "select_with='teacher'"),  # the default selection cannot refresh
     ])
     def test_bad_settings(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
@@ -434,6 +447,7 @@ def test_state_loads_across_selectors():
 
 def test_ablation_options_check_their_values():
     assert AblationOptions() == Adapter(tiny_net(), num_classes=C).ablation
+    assert AblationOptions().mixed_view_ce  # the library's warm-up: CE on both views (the paper's: False)
     with pytest.raises(ValueError, match="`mixed_view_ce` must be a bool, got 1"):
         AblationOptions(mixed_view_ce=1)
     with pytest.raises(ValueError, match="`ablation` must be an AblationOptions, got dict"):

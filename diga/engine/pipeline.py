@@ -6,7 +6,7 @@ import datetime
 import os
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from diga._wrap import unwrap_model
-from diga.adapter import Adapter
+from diga.adapter import AblationOptions, Adapter
 from diga.augment import StrongPhotometric
 from diga.engine.checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from diga.engine.distributed import DistInfo, wrap_ddp
@@ -96,7 +96,10 @@ def _augment(stage: StageRecipe) -> StrongPhotometric:
 def build_adapter(model: nn.Module, recipe: Recipe, *, translator=None, dist: DistInfo | None = None,
                   **adapter_kwargs: Any) -> Adapter:
     """An :class:`Adapter` set up with a recipe's weights, momenta and augmentations, on ``dist.device``
-    (DDP-wrapped for training when there is more than one rank)."""
+    (DDP-wrapped for training when there is more than one rank). The recipe's ``mixed_view_ce`` replaces
+    that of an ``ablation`` given in ``adapter_kwargs``."""
+    ablation = adapter_kwargs.pop("ablation", None) or AblationOptions()
+    adapter_kwargs["ablation"] = replace(ablation, mixed_view_ce=recipe.mixed_view_ce)
     adapter = Adapter(
         model, recipe.num_classes, translator=translator,
         augment=_augment(recipe.warmup), st_augment=_augment(recipe.self_training),

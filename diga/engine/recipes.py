@@ -58,6 +58,7 @@ class Recipe:
     teacher_ramp: float = 1.0  # the paper's true average (the Adapter's default is 0.1: see its docstring)
     teacher_buffers: str = "ema"
     select_with: str = "teacher"  # the paper's: the selection reads the EMA teacher (Adapter's select_with)
+    mixed_view_ce: bool = False  # the paper's warm-up loss: CE on the clean view only (AblationOptions)
     centroid_momentum: float = 1e-4
     fourier_beta: float = 0.01
     scales: tuple[float, ...] = (1.0, 0.5)

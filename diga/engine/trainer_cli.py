@@ -118,6 +118,10 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
                    "paper's) or the frozen stage-start model's, against the centroid pass's centroids: a "
                    "selection fixed for each round (default: the preset's, the paper's 'teacher'; "
                    "docs/guide.md has what each did on the built-in shifts)")
+    r.add_argument("--mixed-view-ce", action=argparse.BooleanOptionalAction, default=None,
+                   help="warm-up CE on the cross-domain mixed view too, not only on the clean one (default: "
+                   "the preset's, the paper's loss: off; the Adapter's default: on; docs/guide.md has what "
+                   "each did on the built-in shifts)")
     r.add_argument("--stop-on-collapse", action="store_true",
                    help="stop self-training when the collapse watch fires (default: warn and log it)")
     return parser
@@ -244,6 +248,8 @@ def resolve_recipe(args: argparse.Namespace, benchmark: str) -> Recipe:
         recipe = replace(recipe, teacher_ramp=args.teacher_ramp)
     if args.select_with is not None:
         recipe = replace(recipe, select_with=args.select_with)
+    if args.mixed_view_ce is not None:
+        recipe = replace(recipe, mixed_view_ce=args.mixed_view_ce)
     return replace(recipe, fourier_beta=args.fourier_beta, eval_every=args.eval_every)
 
 

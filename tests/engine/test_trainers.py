@@ -50,7 +50,8 @@ def env() -> dict:
 def test_trainer_runs_every_stage(data, tmp_path, name, classes):
     work = tmp_path / "run"
     select = "labeller" if classes == 16 else "teacher"  # one trainer each way; the flag reaches the recipe
-    results = example(name).main(argv(name, data, work, *(["--select-with", select] if classes == 16 else [])))
+    flags = ["--select-with", select, "--mixed-view-ce"] if classes == 16 else []
+    results = example(name).main(argv(name, data, work, *flags))
     assert list(results["stages"]) == ["warmup", "self_training_1", "self_training_2"]
     for stage in results["stages"].values():
         assert len(stage["iou"]) == classes and 0 <= stage["miou"] <= 1
@@ -60,6 +61,7 @@ def test_trainer_runs_every_stage(data, tmp_path, name, classes):
     assert on_disk["final"]["stage"] == "self_training_2" and "versions" in on_disk["config"]
     recipe = json.loads((work / "config.json").read_text())["recipe"]
     assert recipe["num_classes"] == classes and recipe["select_with"] == select
+    assert recipe["mixed_view_ce"] == (classes == 16)  # the paper's loss unless the flag asks for CE on both views
     names = sorted(p.relative_to(work / "pseudo_round2").as_posix()
                    for p in (work / "pseudo_round2").rglob("*.png"))
     assert len(names) == 4 and names[0].startswith("aachen/")
@@ -129,6 +131,7 @@ def test_default_workers_fit_the_machine():
 def test_recipe_selection_reaches_the_adapter():
     from dataclasses import replace
 
+    from diga import AblationOptions
     from diga.engine.pipeline import build_adapter
     from diga.engine.recipes import GTA5_PAPER
     from diga.models import create_model
@@ -140,3 +143,8 @@ def test_recipe_selection_reaches_the_adapter():
     assert GTA5_PAPER.select_with == "teacher"  # the paper's recipe keeps the paper's selection
     assert build_adapter(model(), GTA5_PAPER).select_with == "teacher"
     assert build_adapter(model(), replace(GTA5_PAPER, select_with="labeller")).select_with == "labeller"
+    # The paper's warm-up loss (CE on the clean view only), whatever ablation the caller passes along.
+    assert not GTA5_PAPER.mixed_view_ce and not build_adapter(model(), GTA5_PAPER).ablation.mixed_view_ce
+    leak = AblationOptions(target_bn_leak=True)
+    built = build_adapter(model(), replace(GTA5_PAPER, mixed_view_ce=True), ablation=leak).ablation
+    assert built == AblationOptions(target_bn_leak=True, mixed_view_ce=True)
