@@ -191,4 +191,8 @@ def test_example_tiny_run_under_torchrun(replicas, tmp_path):
                 # biases before instance norm get no gradient (the norm removes them); Adam turns
                 # their round-off gradients into +-lr steps of arbitrary sign
                 continue
-            torch.testing.assert_close(two["models"][part][k], a, atol=1e-5, rtol=0, msg=f"{part}.{k}")
+            # weights whose gradient is itself round-off (a few in 10^4) may differ by a fraction of one
+            # Adam step (lr); a wrong item, scale or average moves most of a tensor by about lr
+            diff = (two["models"][part][k] - a).abs()
+            assert diff.max() <= TINY.lr, f"{part}.{k}: {diff.max():.2e} > lr {TINY.lr}"
+            assert (diff > 1e-5).float().mean() <= 1e-3, f"{part}.{k}: {(diff > 1e-5).sum()} of {diff.numel()} differ"
