@@ -86,6 +86,8 @@ WARMUP_VARIANTS = [
     ("warmup_no_kd", "warm-up without KD (both views as CE augmentation)", {"kd_weight": 0.0}),
     ("warmup_no_mix_no_kd", "warm-up without mix and without KD",
      {"kd_weight": 0.0, "ablation": AblationOptions(cross_domain_mix=False)}),
+    ("warmup_augment_background", "warm-up with the mix's background strongly augmented too",
+     {"ablation": AblationOptions(augment_background=True)}),
     ("warmup_bn_leak", "warm-up with the paper script's target BN leak",
      {"ablation": AblationOptions(target_bn_leak=True)}),
     ("warmup_teacher_train", "warm-up with the paper script's train-mode teacher",

@@ -468,6 +468,31 @@ def test_ablation_switches():
     torch.testing.assert_close(out.loss, segmentation_ce_loss(logits, lbl.repeat(2, 1, 1)))
 
 
+def test_augment_background_augments_the_whole_mixed_view():
+    """``augment_background``: the translated background gets its own strong augmentation draw
+    (after the source's, before the mix's); off, the background is the translated source."""
+    src, lbl, tgt, _ = batch()
+    make = lambda on: Adapter(tiny_net(), num_classes=C, translator=FourierTranslator(beta=0.05),  # noqa: E731
+                              ablation=AblationOptions(augment_background=on)).train()
+    ad = make(True)
+    out = ad.warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)  # the step's draws, in its order
+    translated = FourierTranslator(beta=0.05)(src, tgt)
+    augmented = ad.augment(src, generator=g)
+    background = ad.augment(translated, generator=g)
+    mixed, _, mask = ad.mix(augmented, background, lbl, generator=g)
+    for name, want in {"translated": translated, "augmented": augmented, "background": background,
+                       "mixed": mixed, "mask": mask}.items():
+        torch.testing.assert_close(out.images[name], want, msg=name)
+    assert not torch.allclose(background, translated)  # a real augmentation, not a copy
+    assert not mask.all() and mask.any()
+    plain = make(False).warmup_step(src, lbl, tgt, generator=torch.Generator().manual_seed(1)).images
+    assert "background" not in plain
+    torch.testing.assert_close(plain["augmented"], augmented)  # the source's draw comes first either way
+    with pytest.raises(ValueError, match="`augment_background` must be a bool, got 'yes'"):
+        AblationOptions(augment_background="yes")
+
+
 class TestHostReads:
     """A step reads values back only to check its inputs (one read each), never mid-step.
 
