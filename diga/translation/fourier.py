@@ -42,6 +42,8 @@ def fourier_translate(source: Tensor, target: Tensor, *, beta: float = 0.01) -> 
         source: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
         target: ``(B_t, 3, H', W')`` RGB in ``[0, 1]``, the style reference.
         beta: size of the swapped band as a fraction of ``min(H, W)``, in ``[0, 0.5]``.
+            Where ``min(H, W) * beta < 1`` the band is empty and the result is the
+            source (the paper's formula; at 0.01 that is any image under 100 pixels).
 
     Returns:
         ``(B, 3, H, W)`` translated source.
@@ -76,7 +78,8 @@ class FourierTranslator(nn.Module):
     """Module form of :func:`fourier_translate`; meets the :class:`~diga.Translator` protocol.
 
     Args:
-        beta: swapped low-frequency band as a fraction of ``min(H, W)`` (paper: 0.01).
+        beta: swapped low-frequency band as a fraction of ``min(H, W)`` (paper: 0.01;
+            below one pixel, as on small images, nothing is swapped).
 
     Example:
         >>> translator = FourierTranslator(beta=0.01)
