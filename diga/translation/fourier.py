@@ -12,8 +12,11 @@ __all__ = ["FourierTranslator", "fourier_translate"]
 
 
 def _low_frequency_mask(h: int, w: int, beta: float, device) -> Tensor:
-    """True on the four ``b x b`` corners of the (unshifted) spectrum, ``b = floor(min(h, w) * beta)``."""
-    b = int(min(h, w) * beta)
+    """True on the four ``b x b`` corners of the (unshifted) spectrum.
+
+    ``b = floor(min(h, w) * beta)`` (the paper's), but at least 1 for ``beta > 0``.
+    """
+    b = max(1, int(min(h, w) * beta)) if beta > 0 else 0
     rows = torch.zeros(h, dtype=torch.bool, device=device)
     cols = torch.zeros(w, dtype=torch.bool, device=device)
     if b > 0:
@@ -27,11 +30,18 @@ def _low_frequency_mask(h: int, w: int, beta: float, device) -> Tensor:
 def fourier_translate(source: Tensor, target: Tensor, *, beta: float = 0.01) -> Tensor:
     """Give each source image the low-frequency amplitude spectrum of a target image.
 
-    Exactly the paper's ``fourier_exchange`` (after FDA, Yang & Soatto 2020):
-    full 2-D FFT per channel, the amplitude in the four ``b x b`` corners of the
+    The paper's ``fourier_exchange`` (after FDA, Yang & Soatto 2020): full
+    2-D FFT per channel, the amplitude in the four ``b x b`` corners of the
     unshifted spectrum (``b = floor(min(H, W) * beta)``) replaced by the
     target's, phase kept, inverse FFT, real part. We then clamp to ``[0, 1]``,
     since downstream components expect pixel-space images.
+
+    One deliberate difference: for ``beta > 0`` the band is at least one
+    pixel (``b >= 1``: the mean colour and the lowest frequencies). The
+    paper's formula gives ``b = 0`` on any image under ``1 / beta`` pixels
+    (under 100 at the paper's 0.01), where its translation silently returns
+    the source; at the paper's sizes (``min(H, W) * beta >= 1``) the two agree
+    exactly. ``beta=0`` is the identity.
 
     Pairing: source ``i`` takes target ``i % B_t``, so a single target image
     styles the whole batch. A target of another size is resized bilinearly to
@@ -41,9 +51,8 @@ def fourier_translate(source: Tensor, target: Tensor, *, beta: float = 0.01) -> 
     Args:
         source: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
         target: ``(B_t, 3, H', W')`` RGB in ``[0, 1]``, the style reference.
-        beta: size of the swapped band as a fraction of ``min(H, W)``, in ``[0, 0.5]``.
-            Where ``min(H, W) * beta < 1`` the band is empty and the result is the
-            source (the paper's formula; at 0.01 that is any image under 100 pixels).
+        beta: size of the swapped band as a fraction of ``min(H, W)``, in ``[0, 0.5]``;
+            at least one pixel when ``beta > 0``, none (the identity) at 0.
 
     Returns:
         ``(B, 3, H, W)`` translated source.
@@ -78,8 +87,9 @@ class FourierTranslator(nn.Module):
     """Module form of :func:`fourier_translate`; meets the :class:`~diga.Translator` protocol.
 
     Args:
-        beta: swapped low-frequency band as a fraction of ``min(H, W)`` (paper: 0.01;
-            below one pixel, as on small images, nothing is swapped).
+        beta: swapped low-frequency band as a fraction of ``min(H, W)`` (paper: 0.01);
+            at least one pixel for ``beta > 0``, where the paper's formula swaps
+            nothing on images under ``1 / beta`` pixels.
 
     Example:
         >>> translator = FourierTranslator(beta=0.01)

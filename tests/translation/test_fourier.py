@@ -27,7 +27,7 @@ def paper_fourier_exchange(src, trg, L=0.01):
 
 
 class TestFourierTranslator:
-    @pytest.mark.parametrize("beta, size", [(0.01, (200, 300)), (0.1, (32, 48)), (0.05, (31, 17))])
+    @pytest.mark.parametrize("beta, size", [(0.01, (200, 300)), (0.1, (32, 48)), (0.12, (31, 17))])
     def test_matches_paper(self, gen, dtype, beta, size):
         src = torch.rand(2, 3, *size, generator=gen, dtype=dtype)
         tgt = torch.rand(2, 3, *size, generator=gen, dtype=dtype)
@@ -37,6 +37,17 @@ class TestFourierTranslator:
     def test_beta_zero_is_identity(self, gen):
         src, tgt = torch.rand(2, 2, 3, 16, 16, generator=gen, dtype=torch.float64)
         torch.testing.assert_close(FourierTranslator(beta=0.0)(src, tgt), src)
+
+    @pytest.mark.parametrize("beta, size", [(0.01, (48, 64)), (0.02, (48, 64)), (0.01, (99, 120))])
+    def test_small_images_swap_a_one_pixel_band(self, gen, beta, size):
+        # The paper's formula gives b = 0 here (the source back); ours swaps the b = 1 band.
+        src = torch.rand(2, 3, *size, generator=gen, dtype=torch.float64)
+        tgt = torch.rand(2, 3, *size, generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(paper_fourier_exchange(src, tgt, beta), src)
+        ref = paper_fourier_exchange(src, tgt, 1.0 / min(size)).clamp(0, 1)
+        torch.testing.assert_close(fourier_translate(src, tgt, beta=beta), ref)
+        dark = 0.5 * src
+        assert (fourier_translate(dark, tgt, beta=beta).mean() - tgt.mean()).abs() < 0.02
 
     def test_takes_target_low_frequencies(self, gen):
         src = 0.25 + 0.5 * torch.rand(1, 3, 64, 64, generator=gen, dtype=torch.float64)
