@@ -142,8 +142,8 @@ NOTES = [
     "and oracle rows, like every other row.",
     "The demo's settings (diga.demo.DemoConfig): 48 x 64 items (2000 source, 1000 target, 200 validation), "
     "batch 8, 400 source-only / oracle / warm-up steps, 300 self-training steps; smp U-Net (ResNet-18 encoder, "
-    "small decoder) from scratch, AdamW 1e-3, poly schedule; Fourier translation (beta 0.02, which at 48 x 64 "
-    "swaps an empty band: the identity); the library's "
+    "small decoder) from scratch, AdamW 1e-3, poly schedule; Fourier translation (beta 0.02: at 48 x 64 the "
+    "one-pixel band, b = 1, the library's minimum; the paper's formula gives b = 0 there); the library's "
     "teacher defaults (momentum 0.999, ramp 0.1, averaged buffers) and centroid momentum 1e-3; the library's "
     "warm-up (CE on both views) and selection (fixed at the stage start) unless a row names the paper's.",
 ]
