@@ -52,17 +52,15 @@ class AblationOptions:
             source alone (no translated background, no paste).
         augment_background: also strongly augment the mix's translated background (a
             second draw), so the whole mixed view is augmented. Off by default (the paper's
-            mix). Where the target differs in contrast, brightness and sharpness (the
-            built-in weather shift) the paper's mix, half of it not strongly augmented, cost
-            the warm-up 9 points against no mix; this switch recovered most of it in the
-            measurements of docs/guide.md ("What each part buys"), which are not yet
-            enough to make it the default.
+            mix). Added while the built-in benchmarks' Fourier band was empty, when it
+            recovered most of what the untranslated mix cost the weather shift; not yet
+            measured with the translation running (docs/guide.md, "What each part buys").
         mixed_view_ce: also train the warm-up's second (cross-domain mixed) view with CE on
             the source labels, which hold there (same geometry). On by default: the paper
             trains that view only through KD, from a teacher that is itself learning; with
             CE on both views the warm-up is above the paper's loss on three of the four
-            built-in shifts, by 2.0 to 5.2 points (not on layout, which has no appearance
-            gap; docs/guide.md, "What each part buys"). False: the paper's loss.
+            built-in shifts, on every seed (not on layout, which has no appearance gap;
+            the numbers: docs/guide.md, "What each part buys"). False: the paper's loss.
             With ``kd_weight=0``: the "augmentation without distillation" baseline.
         target_bn_leak: the paper script's warm-up leak: the student runs on the target
             batch in train mode (no gradient), so target batch-norm statistics enter the
