@@ -33,7 +33,11 @@ NOTES = ["Issue 12 measured this loop on the appearance shift before the fixes: 
          "Before commit cbe6e57 the Fourier band at these 64 x 64 items (beta 0.01) was b = floor(64 * 0.01) = 0, "
          "so the translation returned the source and the warm-up's mix had no translated half; the same loop "
          "then (commit 39a0e10, 2026-12-03, three seeds) scored warm-up / self-training 39.1 / 41.3 (appearance), "
-         "50.0 / 52.2 (sensor), 62.0 / 74.9 (layout), 29.6 / 33.1 (weather), worst seed +1.2, +1.1, +10.0, +1.9."]
+         "50.0 / 52.2 (sensor), 62.0 / 74.9 (layout), 29.6 / 33.1 (weather), worst seed +1.2, +1.1, +10.0, +1.9.",
+         "Until the selection's default became the paper's (the EMA teacher's features at every step), it was fixed "
+         "at the stage start (select_with='labeller'); the same loop with that (commit 5b8ea3f, 2026-12-03, three "
+         "seeds) scored warm-up / self-training 45.0 / 48.6 (appearance), 50.1 / 52.3 (sensor), 62.3 / 72.9 "
+         "(layout), 45.1 / 49.1 (weather), worst seed +2.6, +1.4, +7.5, +1.5."]
 
 
 def _config(bench, shift: str, seed: int) -> LoopConfig:

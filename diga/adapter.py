@@ -135,9 +135,10 @@ class Adapter(nn.Module):
     ``tgt_pseudo`` may be None (online mode): the labels are then made batch by
     batch by a frozen labeller (multi-scale, ``online_scales``): a copy of the
     model self-training started from, which is what offline mode caches. The
-    selector reads that labeller's features against the centroid pass's centroids
-    (``select_with``), so which labels are kept is fixed for the stage. With
-    ``select_with="teacher", labeller_refresh=N`` a copy of the teacher replaces the
+    selector reads the EMA teacher's features against centroids that follow them
+    by EMA, as the paper (``select_with="labeller"``: the labeller's features
+    against the centroid pass's centroids, a selection fixed for the stage). With
+    ``labeller_refresh=N`` a copy of the teacher replaces the
     labeller after ``N`` steps and at each doubling of the stage's length (N, 2N, 4N,
     ... steps): online rounds of the paper's "pseudo-labels again from the self-trained
     model" (off by default: docs/guide.md has what it gained and lost). Nothing else is needed
@@ -196,25 +197,26 @@ class Adapter(nn.Module):
             views (the paper: the clean view only, ``mixed_view_ce=False``).
         online_scales: scales of the online labeller's fused prediction (the paper's
             pseudo-labels: full and half resolution).
-        labeller_refresh: online mode, with ``select_with="teacher"``: self-training steps
+        labeller_refresh: online mode, with ``select_with="teacher"`` (default): self-training steps
             before the labeller is first replaced by a copy of the teacher; it is replaced
             again each time the stage's length doubles. None (default) keeps the first
             labeller for the whole stage (one round of labels, as offline mode). For more
             rounds at the paper's pace, call :meth:`init_centroids` between them: the next
             step starts a new stage, labeller and centroids included.
-        select_with: whose features (and logits) the selector reads. ``"labeller"`` (default):
-            the frozen labeller's (a copy of the stage's starting model, the one whose labels
+        select_with: whose features (and logits) the selector reads. ``"teacher"`` (default,
+            the paper's): the EMA teacher's at every step, the centroids following them by EMA
+            from the selected target labels and the source's mixed view. ``"labeller"``: the
+            frozen labeller's (a copy of the stage's starting model, the one whose labels
             offline mode caches; made in offline mode too), with the centroids left as
             :meth:`init_centroids` made them, so each target pixel's selection is fixed for
             the stage and the student's training cannot feed back into which labels it is
-            trained on. ``"teacher"`` (the paper's): the EMA teacher's at every step, the
-            centroids following them by EMA from the selected target labels and the source's
-            mixed view; where the pseudo-labels are imprecise that feedback can drop the
-            right labels and keep the wrong ones as training goes on (on the built-in weather
-            shift it ended a seed below its warm-up). The default is a deliberate difference
-            from the paper (docs/guide.md has the measurements); it keeps one more frozen
-            copy of the model and, offline, costs one no-grad forward of the target batch a
-            step. It needs ``labeller_refresh=None`` and centroids from the same model
+            trained on. That was the default while the Fourier band was empty at small
+            sizes: weather's pseudo-labels were then 68% precise and the teacher's selection
+            fed back on itself (one seed ended below its warm-up); with the band they are 91%
+            precise and the paper's selection is level or better on every built-in kind but
+            one (docs/guide.md has both measured). ``"labeller"`` keeps one more frozen copy
+            of the model and, offline, costs one no-grad forward of the target batch a step;
+            it needs ``labeller_refresh=None`` and centroids from the same model
             (``init_centroids(which="student")``, the default, run just before the stage).
 
     Example:
@@ -252,7 +254,7 @@ class Adapter(nn.Module):
         ablation: AblationOptions | None = None,
         online_scales: Sequence[float] = (1.0, 0.5),
         labeller_refresh: int | None = None,
-        select_with: str = "labeller",
+        select_with: str = "teacher",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -304,7 +306,7 @@ class Adapter(nn.Module):
             raise ValueError(f"`select_with` must be 'teacher' or 'labeller', got {select_with!r}")
         if select_with == "labeller" and self.labeller_refresh is not None:
             raise ValueError(
-                "`labeller_refresh` must be None with select_with='labeller', the default (got "
+                "`labeller_refresh` must be None with select_with='labeller' (got "
                 f"{self.labeller_refresh}): a refreshed labeller's features no longer match the centroids; "
                 "pass select_with='teacher' to refresh, or call init_centroids between rounds"
             )
@@ -562,10 +564,10 @@ class Adapter(nn.Module):
         1. Teacher on ``[source; cross-domain mixed source]`` and on the clean target.
         2. The selector keeps the pseudo-labels the nearest centroid agrees with
            (``target_pseudo_labels``; made by the frozen labeller when None: online mode),
-           on the frozen labeller's features (``select_with="teacher"``: the teacher's).
-        3. Centroids: with ``select_with="teacher"``, one EMA step from the target (selected
-           labels, teacher prediction agreeing) and one from the source's mixed view, as the
-           paper; by default they stay as :meth:`init_centroids` made them.
+           on the teacher's features (``select_with="labeller"``: the frozen labeller's).
+        3. Centroids: one EMA step from the target (selected labels, teacher prediction
+           agreeing) and one from the source's mixed view, as the paper; with
+           ``select_with="labeller"`` they stay as :meth:`init_centroids` made them.
         4. DACS mix: half of the source classes pasted onto the augmented target,
            labels mixed by the same mask; the student learns it with CE.
 
@@ -757,6 +759,6 @@ class Adapter(nn.Module):
         return (
             f"num_classes={self.num_classes}, kd_weight={self.kd_weight}, "
             f"st_kd_weight={self.st_kd_weight}, step={self.step}"
-        ) + ("" if self.select_with == "labeller" else f", select_with={self.select_with!r}") + (
+        ) + ("" if self.select_with == "teacher" else f", select_with={self.select_with!r}") + (
             "" if self.ablation == AblationOptions() else f", ablation={self.ablation}"
         )

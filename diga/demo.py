@@ -253,8 +253,8 @@ def _pictures(adapter: Adapter, source, pseudo_labelled, path: Path, dist: DistI
     g = torch.Generator().manual_seed(0)
     adapter.eval()
     warm = adapter.warmup_step(src, src_lbl, tgt, generator=g)
-    # The selection the stage trained with: the frozen labeller's features by default, the teacher's for
-    # select_with="teacher".
+    # The selection the stage trained with: the teacher's features by default, the frozen labeller's for
+    # select_with="labeller".
     reader = adapter.labeller if adapter.select_with == "labeller" else adapter.teacher
     logits, feats = reader(tgt)
     selected = adapter.selector(pseudo, features=feats, logits=logits)

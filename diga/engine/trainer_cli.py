@@ -116,7 +116,7 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
     r.add_argument("--select-with", choices=("teacher", "labeller"), default=None,
                    help="whose features the dynamic selection reads: the EMA teacher's at every step (the "
                    "paper's) or the frozen stage-start model's, against the centroid pass's centroids: a "
-                   "selection fixed for each round (default: the preset's, the paper's 'teacher'; "
+                   "selection fixed for each round (default: the preset's, the paper's 'teacher', as the Adapter's; "
                    "docs/guide.md has what each did on the built-in shifts)")
     r.add_argument("--mixed-view-ce", action=argparse.BooleanOptionalAction, default=None,
                    help="warm-up CE on the cross-domain mixed view too, not only on the clean one (default: "
