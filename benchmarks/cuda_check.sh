@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The CUDA checks in one script: the CUDA unit tests, then `pytest benchmarks/ --full` on the GPU
-# (components, whole step, recipes), each suite under its own time limit so one slow or broken
+# (components, whole step, recipes, the Adapter docstring's loop), each suite under its own time limit so one slow or broken
 # suite cannot eat the others' time. Results go to $DIGA_BENCH_RESULTS (default the untracked
 # benchmarks/.results; DIGA_BENCH_UPDATE=1 writes the published benchmarks/results and docs/benchmarks.md).
 #
 #   bash benchmarks/cuda_check.sh            # on a machine with a CUDA GPU and diga installed
 #   DIGA_BENCH_RECIPE_ITERS=20 bash ...      # fewer timed iterations per recipe stage (default 200)
 #   DIGA_CUDA_RECIPES_ARGS='-k True' ...     # extra pytest arguments for the recipe suite (here: AMP only)
-#   DIGA_CUDA_<TESTS|COMPONENTS|STEP|RECIPES>_S=N  # each suite's time limit in seconds
+#   DIGA_CUDA_<TESTS|COMPONENTS|STEP|RECIPES|LOOP>_S=N  # each suite's time limit in seconds
+#   DIGA_BENCH_LOOP_SEEDS=N                  # seeds of the docstring loop on every shift (default 1 here)
 #
 # Every step runs even when an earlier one fails; the exit status is the first failure's.
 set -uo pipefail
@@ -31,4 +32,6 @@ step 60 "host-sync audit of the steps" python3 benchmarks/sync_audit.py
 step "${DIGA_CUDA_COMPONENTS_S:-200}" "components, full" python3 -m pytest benchmarks/test_components.py --full -q
 step "${DIGA_CUDA_STEP_S:-150}" "whole step, full" python3 -m pytest benchmarks/test_step.py --full -q
 step "${DIGA_CUDA_RECIPES_S:-150}" "recipes, full" python3 -m pytest benchmarks/test_recipes.py --full -q ${DIGA_CUDA_RECIPES_ARGS:-}
+DIGA_BENCH_LOOP_SEEDS="${DIGA_BENCH_LOOP_SEEDS:-1}" \
+    step "${DIGA_CUDA_LOOP_S:-240}" "docstring loop, full (every shift)" python3 -m pytest benchmarks/test_loop.py --full -q
 exit "$status"

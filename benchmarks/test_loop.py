@@ -42,9 +42,9 @@ NOTES = ["Issue 12 measured this loop on the appearance shift before the fixes: 
 
 def _config(bench, shift: str, seed: int) -> LoopConfig:
     if bench.full:
-        return LoopConfig(shift=shift, seed=seed)
+        return LoopConfig(shift=shift, seed=seed, device=str(bench.device))
     return LoopConfig(shift=shift, seed=seed, size=(32, 32), items=32, val_items=16, warmup_steps=20, st_steps=10,
-                      decoder_channels=(16, 8, 8), eval_every=10)
+                      decoder_channels=(16, 8, 8), eval_every=10, device=str(bench.device))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

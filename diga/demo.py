@@ -386,7 +386,9 @@ class LoopConfig:
     decoder_channels=decoder_channels)`` seeded with ``seed``, ``Adapter(model, C,
     translator=FourierTranslator())`` with every other argument left at its default,
     ``AdamW(student.parameters(), lr)``, batch ``batch_size``; ``warmup_steps`` warm-up steps, one
-    centroid pass over the target images, ``st_steps`` online self-training steps.
+    centroid pass over the target images, ``st_steps`` online self-training steps, on ``device``
+    (the model and every batch; the data, the augmentations and the masks are drawn from one CPU
+    generator, so the draws do not depend on the device).
     """
 
     shift: str = "appearance"
@@ -400,6 +402,7 @@ class LoopConfig:
     lr: float = 1e-3
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
     eval_every: int = 100
+    device: str = "cpu"
 
 
 def adapter_loop(cfg: LoopConfig) -> dict[str, Any]:
@@ -413,6 +416,12 @@ def adapter_loop(cfg: LoopConfig) -> dict[str, Any]:
 
     from diga.metrics import ConfusionMatrix
 
+    try:
+        device = torch.device(cfg.device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"LoopConfig.device must name a torch device such as 'cpu' or 'cuda', "
+                         f"got {cfg.device!r}") from err
+
     def data(domain: str, length: int, seed: int) -> CachedDataset:
         return CachedDataset(SyntheticShift(domain, shift=cfg.shift, size=cfg.size, length=length, seed=seed))
 
@@ -422,18 +431,20 @@ def adapter_loop(cfg: LoopConfig) -> dict[str, Any]:
 
     def draw(dataset: CachedDataset) -> tuple[torch.Tensor, torch.Tensor]:
         items = [dataset[i] for i in torch.randint(0, len(dataset), (cfg.batch_size,), generator=g).tolist()]
-        return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
+        return (torch.stack([it["image"] for it in items]).to(device),
+                torch.stack([it["label"] for it in items]).to(device))
 
     def miou(adapter: Adapter) -> float:
         cm = ConfusionMatrix(num_classes)
         for batch in torch.utils.data.DataLoader(val, batch_size=32):
-            cm.update(class_argmax(adapter.predict(batch["image"], scales=(1.0,))), batch["label"])
+            cm.update(class_argmax(adapter.predict(batch["image"].to(device), scales=(1.0,))),
+                      batch["label"].to(device))
         return float(cm.compute()["miou"])
 
     torch.manual_seed(cfg.seed)
     model = smp.Unet("resnet18", encoder_weights=None, classes=num_classes,
                      decoder_channels=tuple(cfg.decoder_channels), encoder_depth=len(cfg.decoder_channels))
-    adapter = Adapter(model, num_classes, translator=FourierTranslator())
+    adapter = Adapter(model.to(device), num_classes, translator=FourierTranslator())
     opt = torch.optim.AdamW(adapter.student.parameters(), cfg.lr)
     history: list[tuple[str, int, float]] = []
     adapter.train()
