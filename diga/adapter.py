@@ -146,6 +146,10 @@ class Adapter(nn.Module):
     restarts the teacher from the student and sets the collapse watch's
     reference (the centroid pass's class shares).
 
+    Device: the adapter's own state (teacher, centroids, collapse watch) is made on
+    the model's device, so ``Adapter(model.cuda(), C)`` is ready on the GPU;
+    ``adapter.to(device)`` moves all of it later, like any module.
+
     Teacher: an EMA of the student, updated by :meth:`update_teacher` after each
     optimiser step. In warm-up its averaging window grows as ``teacher_ramp`` x
     the steps so far (0.1: about the last tenth of the run), capped at
@@ -314,6 +318,9 @@ class Adapter(nn.Module):
         self.labeller: nn.Module | None = None
         self.stage_step = 0  # self-training steps taken in the current stage
         self.step = 0
+        param = next(self.student.parameters(), None)
+        if param is not None and param.device.type != "cpu":  # a model already on the GPU brings its adapter
+            self.to(param.device)
 
     # ------------------------------------------------------------- helpers
     def _feature_dim(self) -> int:

@@ -605,3 +605,16 @@ class TestStagesAndCollapse:
         kept = selected != 255
         assert 0 < kept.float().mean() < 0.5
         assert torch.equal(kept, (torch.arange(16) % C == 0).reshape(1, 4, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_adapter_follows_a_cuda_model():
+    """``Adapter(model.cuda(), C)`` is ready on the GPU: no ``.to(device)`` a new user would not know to write."""
+    adapter = Adapter(tiny_net().cuda(), C)
+    state = {name: t.device.type for name, t in adapter.state_dict().items() if torch.is_tensor(t)}
+    assert set(state.values()) == {"cuda"}, {n: d for n, d in state.items() if d != "cuda"}
+    src, lbl, tgt, _ = batch()
+    adapter.init_centroids([tgt])  # CPU batches are moved to the model
+    out = adapter.self_training_step(src.cuda(), lbl.cuda(), tgt.cuda())
+    out.loss.backward()
+    assert out.loss.device.type == "cuda" and torch.isfinite(out.loss)
