@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks in one script: the CUDA unit tests, then `pytest benchmarks/ --full` on the GPU
-# (components, whole step, recipes, the Adapter docstring's loop), each suite under its own time limit so one slow or broken
-# suite cannot eat the others' time. Results go to $DIGA_BENCH_RESULTS (default the untracked
+# (components, whole step, recipes, the Adapter docstring's loop), each suite under its own time
+# limit so one slow or broken suite cannot eat the others' time. Results go to $DIGA_BENCH_RESULTS (default the untracked
 # benchmarks/.results; DIGA_BENCH_UPDATE=1 writes the published benchmarks/results and docs/benchmarks.md).
 #
 #   bash benchmarks/cuda_check.sh            # on a machine with a CUDA GPU and diga installed

@@ -387,8 +387,9 @@ class LoopConfig:
     translator=FourierTranslator())`` with every other argument left at its default,
     ``AdamW(student.parameters(), lr)``, batch ``batch_size``; ``warmup_steps`` warm-up steps, one
     centroid pass over the target images, ``st_steps`` online self-training steps, on ``device``
-    (the model and every batch; the data, the augmentations and the masks are drawn from one CPU
-    generator, so the draws do not depend on the device).
+    (``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device string; the model and every batch go there;
+    the data, the augmentations and the masks are drawn from one CPU generator, so the draws do not
+    depend on the device).
     """
 
     shift: str = "appearance"
@@ -417,10 +418,9 @@ def adapter_loop(cfg: LoopConfig) -> dict[str, Any]:
     from diga.metrics import ConfusionMatrix
 
     try:
-        device = torch.device(cfg.device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"LoopConfig.device must name a torch device such as 'cpu' or 'cuda', "
-                         f"got {cfg.device!r}") from err
+        device = resolve_device(cfg.device)
+    except ValueError as err:
+        raise ValueError(f"LoopConfig.device: {err}") from err
 
     def data(domain: str, length: int, seed: int) -> CachedDataset:
         return CachedDataset(SyntheticShift(domain, shift=cfg.shift, size=cfg.size, length=length, seed=seed))
