@@ -43,6 +43,14 @@ def fourier_translate(source: Tensor, target: Tensor, *, beta: float = 0.01) -> 
     the source; at the paper's sizes (``min(H, W) * beta >= 1``) the two agree
     exactly. ``beta=0`` is the identity.
 
+    What it cannot tell apart: the band holds the image's mean colour, which
+    depends on what a scene shows as well as on how it is rendered. Where
+    source and target differ in content rather than look (another city of the
+    same simulator: more buildings, fewer trees), the swap paints source
+    classes in colours the target never gives them, and the warm-up pays for
+    it (the built-in ``layout`` shift: docs/guide.md, "What each part buys");
+    there, pass no translator.
+
     Pairing: source ``i`` takes target ``i % B_t``, so a single target image
     styles the whole batch. A target of another size is resized bilinearly to
     the source's size first. FFTs run in float32 (float64 if given float64);
@@ -90,6 +98,9 @@ class FourierTranslator(nn.Module):
         beta: swapped low-frequency band as a fraction of ``min(H, W)`` (paper: 0.01);
             at least one pixel for ``beta > 0``, where the paper's formula swaps
             nothing on images under ``1 / beta`` pixels.
+
+    It carries the target's mean colour whatever made it (look or content): see
+    :func:`fourier_translate` for when that costs.
 
     Example:
         >>> translator = FourierTranslator(beta=0.01)
