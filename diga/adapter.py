@@ -53,8 +53,10 @@ class AblationOptions:
         augment_background: also strongly augment the mix's translated background (a
             second draw), so the whole mixed view is augmented. Off by default (the paper's
             mix). Added while the built-in benchmarks' Fourier band was empty, when it
-            recovered most of what the untranslated mix cost the weather shift; not yet
-            measured with the translation running (docs/guide.md, "What each part buys").
+            recovered most of what the untranslated mix cost the weather shift. With the
+            translation running it lifts the built-in warm-up on three kinds of four, every
+            seed, and lowers it on layout; self-training from it is not measured yet
+            (docs/guide.md, "What each part buys").
         mixed_view_ce: also train the warm-up's second (cross-domain mixed) view with CE on
             the source labels, which hold there (same geometry). On by default: the paper
             trains that view only through KD, from a teacher that is itself learning; with
