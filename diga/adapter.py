@@ -66,8 +66,12 @@ class AblationOptions:
             With ``kd_weight=0``: the "augmentation without distillation" baseline.
         target_bn_leak: the paper script's warm-up leak: the student runs on the target
             batch in train mode (no gradient), so target batch-norm statistics enter the
-            "source-only" warm-up.
-        teacher_train_mode: keep the teacher in train mode (dropout on) like the paper's script.
+            "source-only" warm-up. Off by default: on the built-in shifts it lifts the
+            warm-up where the target differs in look (sensor, weather) and cuts it by 17.6
+            on layout, where the target differs in content (docs/guide.md, "What each part
+            buys").
+        teacher_train_mode: keep the teacher in train mode (dropout on) like the paper's
+            script; within noise of the default on the built-in shifts.
         kd_mask_ignore: leave source ignore pixels out of the KD terms (the paper keeps
             every pixel).
 
