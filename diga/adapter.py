@@ -55,7 +55,7 @@ class AblationOptions:
             mix). Added while the built-in benchmarks' Fourier band was empty, when it
             recovered most of what the untranslated mix cost the weather shift. With the
             translation running it lifts the built-in warm-up on three kinds of four, every
-            seed, and lowers it on layout; self-training from it is not measured yet
+            seed, and lowers it on layout; after self-training it is ahead on weather only
             (docs/guide.md, "What each part buys").
         mixed_view_ce: also train the warm-up's second (cross-domain mixed) view with CE on
             the source labels, which hold there (same geometry). On by default: the paper
