@@ -67,11 +67,11 @@ class AblationOptions:
         target_bn_leak: the paper script's warm-up leak: the student runs on the target
             batch in train mode (no gradient), so target batch-norm statistics enter the
             "source-only" warm-up. Off by default: on the built-in shifts it lifts the
-            warm-up where the target differs in look (sensor, weather) and cuts it by 17.6
-            on layout, where the target differs in content (docs/guide.md, "What each part
+            warm-up where the target differs in look (by 1.4 to 6.1) and cuts it by 17.6 on
+            layout, where the target differs in content (docs/guide.md, "What each part
             buys").
         teacher_train_mode: keep the teacher in train mode (dropout on) like the paper's
-            script; within noise of the default on the built-in shifts.
+            script; within about 1.6 of the default on the built-in shifts.
         kd_mask_ignore: leave source ignore pixels out of the KD terms (the paper keeps
             every pixel).
 
