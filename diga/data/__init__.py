@@ -21,7 +21,7 @@ from diga.data.folder import SegmentationFolder
 from diga.data.gta5 import GTA5
 from diga.data.io import IMAGE_SUFFIXES, load_image, load_label, save_label
 from diga.data.pseudo import PseudoLabelled, item_name
-from diga.data.synthetic import SHIFT_KINDS, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
+from diga.data.synthetic import CONTROL_SHIFT_KINDS, SHIFT_KINDS, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
 from diga.data.synthia import Synthia
 from diga.data.transforms import (
     PairedCompose,
@@ -37,6 +37,7 @@ __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_ID_TO_TRAIN_ID",
     "CITYSCAPES_PALETTE",
+    "CONTROL_SHIFT_KINDS",
     "GTA5",
     "IMAGE_SUFFIXES",
     "SHIFT_KINDS",

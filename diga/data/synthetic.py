@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from diga._checks import check_number
 from diga.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
-__all__ = ["SHIFT_KINDS", "SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE", "SyntheticShift"]
+__all__ = ["CONTROL_SHIFT_KINDS", "SHIFT_KINDS", "SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE", "SyntheticShift"]
 
 #: The eight classes of :class:`SyntheticShift`, in Cityscapes order (a subset of its 19).
 SYNTHETIC_CLASSES: tuple[str, ...] = (
@@ -62,8 +62,16 @@ _SHIFTS = {
     "layout": ("crowded", "source", "plain"),
     "weather": ("source", "source", "weather"),
 }
-#: The kinds of shift :class:`SyntheticShift` draws (its ``shift`` argument).
+#: The kinds of shift :class:`SyntheticShift` draws (its ``shift`` argument): the benchmark's suite.
 SHIFT_KINDS: tuple[str, ...] = tuple(_SHIFTS)
+# Controls, drawn by name but not in the suite: a target drawn exactly as the source (other items:
+# nothing to adapt), and layout's city in weather's fog or dusk (a content shift with a look shift).
+_SHIFTS.update({"null": ("source", "source", "plain"), "layout_weather": ("crowded", "source", "weather")})
+#: Control targets :class:`SyntheticShift` also draws, outside :data:`SHIFT_KINDS` (the suite):
+#: ``"null"``, drawn exactly as the source (other scenes), and ``"layout_weather"``, layout's city in
+#: weather's fog or dusk. They tell what a method costs where there is nothing to adapt, and what it
+#: gains once a content shift also changes the look.
+CONTROL_SHIFT_KINDS: tuple[str, ...] = ("null", "layout_weather")
 
 # Colours (RGB in [0, 1]). Source: saturated "game engine" colours; target: muted, real-world ones.
 _SOURCE_COLOURS = {
@@ -239,6 +247,10 @@ class SyntheticShift(Dataset):
     Args:
         domain: ``"source"`` (synthetic-like, labelled for training) or
             ``"target"`` (real-like).
+        shift: the kind of target (the source is one for all): one of
+            :data:`SHIFT_KINDS` (``"appearance"``, the real-like target above;
+            ``"sensor"``, ``"layout"``, ``"weather"``: docs/guide.md, "Four
+            kinds of built-in shift") or a control of :data:`CONTROL_SHIFT_KINDS`.
         size: ``(H, W)`` of every item, each at least 16.
         length: number of items, at least 1.
         seed: non-negative integer; datasets with different seeds hold
@@ -252,7 +264,7 @@ class SyntheticShift(Dataset):
         ignore_index: 255, the label of unlabelled pixels.
 
     Raises:
-        ValueError: on a bad ``domain``, ``size``, ``length`` or ``seed``.
+        ValueError: on a bad ``domain``, ``shift``, ``size``, ``length`` or ``seed``.
         IndexError: on an index outside ``[0, length)`` (negative ones too).
         TypeError: on an index that is not an integer.
 
@@ -285,7 +297,7 @@ class SyntheticShift(Dataset):
         if domain not in _DOMAINS:
             raise ValueError(f"`domain` must be 'source' or 'target', got {domain!r}")
         if shift not in _SHIFTS:
-            raise ValueError(f"`shift` must be one of {SHIFT_KINDS}, got {shift!r}")
+            raise ValueError(f"`shift` must be one of {SHIFT_KINDS + CONTROL_SHIFT_KINDS}, got {shift!r}")
         if (
             not isinstance(size, (tuple, list))
             or len(size) != 2

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from diga.data import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from diga.data.synthetic import SHIFT_KINDS, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
+from diga.data.synthetic import CONTROL_SHIFT_KINDS, SHIFT_KINDS, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
 
 DOMAINS = ("source", "target")
 N_STATS = 50  # items per domain behind the statistical tests
@@ -235,7 +235,7 @@ def _stack_shift(shift: str, n: int = 24, seed: int = 0, size=(48, 64)):
 @pytest.fixture(scope="module")
 def shifted() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """24 target items of every shift kind and 24 source items, 48 x 64."""
-    out = {kind: _stack_shift(kind) for kind in SHIFT_KINDS}
+    out = {kind: _stack_shift(kind) for kind in SHIFT_KINDS + CONTROL_SHIFT_KINDS}
     out["source"] = _stack("source", 24, size=(48, 64))
     return out
 
@@ -256,7 +256,7 @@ class TestShiftKinds:
         a, b = SyntheticShift("source", length=2, seed=1), SyntheticShift("source", shift=shift, length=2, seed=1)
         assert torch.equal(a[1]["image"], b[1]["image"]) and torch.equal(a[1]["label"], b[1]["label"])
 
-    @pytest.mark.parametrize("shift", OTHER_SHIFTS)
+    @pytest.mark.parametrize("shift", OTHER_SHIFTS + CONTROL_SHIFT_KINDS)
     def test_contract_and_determinism(self, shift, shifted):
         images, labels = shifted[shift]
         assert images.dtype == torch.float32 and labels.dtype == torch.int64
@@ -309,7 +309,41 @@ class TestShiftKinds:
         # Fog lowers contrast: per-image std of the foggy ones below the source's.
         assert tgt_x[light].std(dim=(1, 2, 3)).mean() < src_x.std(dim=(1, 2, 3)).mean()
 
-    @pytest.mark.parametrize("shift", ["", "night", "Sensor", None])
+    def test_controls_are_outside_the_suite(self):
+        import diga.data
+
+        assert CONTROL_SHIFT_KINDS == ("null", "layout_weather")
+        assert not set(CONTROL_SHIFT_KINDS) & set(SHIFT_KINDS)
+        assert diga.data.CONTROL_SHIFT_KINDS is CONTROL_SHIFT_KINDS
+
+    def test_null_is_the_source_drawn_again(self, shifted):
+        """Other scenes, the source's statistics: nothing to adapt."""
+        (src_x, src_y), (tgt_x, tgt_y) = shifted["source"], shifted["null"]
+        assert not torch.equal(src_x, tgt_x) and not torch.equal(src_y, tgt_y)
+        src, tgt = _fractions(src_y), _fractions(tgt_y)
+        big = src > 0.05
+        assert ((tgt[big] - src[big]).abs() < 0.06).all()
+        assert (src_x.mean(dim=(0, 2, 3)) - tgt_x.mean(dim=(0, 2, 3))).abs().max() < 0.03
+        assert (_saturation(src_x).mean() - _saturation(tgt_x).mean()).abs() < 0.03
+        # ... where every kind of the suite moves at least one of them further.
+        for kind in SHIFT_KINDS:
+            x, y = shifted[kind]
+            moved = (_fractions(y)[big] - src[big]).abs().max() > 0.06 or (
+                (src_x.mean(dim=(0, 2, 3)) - x.mean(dim=(0, 2, 3))).abs().max() > 0.03
+                or (_saturation(src_x).mean() - _saturation(x).mean()).abs() > 0.03
+            )
+            assert moved, kind
+
+    def test_layout_weather_is_crowded_in_fog_or_dusk(self, shifted):
+        src = _fractions(shifted["source"][1])
+        images, labels = shifted["layout_weather"]
+        tgt = _fractions(labels)
+        assert tgt[CLS["car"]] > 2.5 * src[CLS["car"]] and tgt[CLS["pole"]] < 0.5 * src[CLS["pole"]]
+        brightness = images.mean(dim=(1, 2, 3))
+        dark, light = brightness < 0.25, brightness > 0.45
+        assert dark.any() and light.any() and (dark | light).all()
+
+    @pytest.mark.parametrize("shift", ["", "night", "Sensor", None, "Null"])
     def test_bad_shift(self, shift):
         with pytest.raises(ValueError, match="shift"):
             SyntheticShift("target", shift=shift)
