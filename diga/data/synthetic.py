@@ -64,14 +64,13 @@ _SHIFTS = {
 }
 #: The kinds of shift :class:`SyntheticShift` draws (its ``shift`` argument): the benchmark's suite.
 SHIFT_KINDS: tuple[str, ...] = tuple(_SHIFTS)
-# Controls, drawn by name but not in the suite: a target drawn exactly as the source (other items:
-# nothing to adapt), and layout's city in weather's fog or dusk (a content shift with a look shift).
-_SHIFTS.update({"null": ("source", "source", "plain"), "layout_weather": ("crowded", "source", "weather")})
+_CONTROLS = {"null": ("source", "source", "plain"), "layout_weather": ("crowded", "source", "weather")}
 #: Control targets :class:`SyntheticShift` also draws, outside :data:`SHIFT_KINDS` (the suite):
 #: ``"null"``, drawn exactly as the source (other scenes), and ``"layout_weather"``, layout's city in
 #: weather's fog or dusk. They tell what a method costs where there is nothing to adapt, and what it
 #: gains once a content shift also changes the look.
-CONTROL_SHIFT_KINDS: tuple[str, ...] = ("null", "layout_weather")
+CONTROL_SHIFT_KINDS: tuple[str, ...] = tuple(_CONTROLS)
+_SHIFTS.update(_CONTROLS)
 
 # Colours (RGB in [0, 1]). Source: saturated "game engine" colours; target: muted, real-world ones.
 _SOURCE_COLOURS = {
