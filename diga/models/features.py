@@ -244,16 +244,23 @@ class FeatureSegmenter(nn.Module):
         std = self.std.to(device=images.device, dtype=images.dtype)
         return (images - mean) / std
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalise, run the model, return its logits and the hooked features.
+    def forward(self, images: Tensor, *, aux: bool = False) -> tuple[Tensor, ...]:
+        """Normalise, run the model, return its logits and the hooked features (and auxiliary logits).
+
+        An auxiliary output is the ``"aux"`` entry of a dict output (torchvision's convention,
+        :class:`~diga.models.HRNetOCR`'s soft object regions) or the second item of a tuple /
+        list output, when it is a ``(B, C', h, w)`` map; anything else (smp's image-level
+        ``aux_params`` classifier, 2-D) is no auxiliary segmentation output.
 
         Args:
             images: ``(B, 3, H, W)`` RGB floats in ``[0, 1]``.
+            aux: also return the auxiliary logits (None for a model without them).
 
         Returns:
             ``logits`` ``(B, C, h, w)`` at the model's own output resolution (not
             resized; for a model with an auxiliary output, the first / ``"out"``
-            one), and ``features`` ``(B, D, h', w')``. Both keep their gradient.
+            one), and ``features`` ``(B, D, h', w')``; with ``aux=True`` a third item,
+            the auxiliary logits ``(B, C, h'', w'')`` or None. All keep their gradient.
         """
         x = self.normalize(images)
         catcher = self._catcher
@@ -264,10 +271,12 @@ class FeatureSegmenter(nn.Module):
         finally:
             catcher.armed = False
             catcher.value = None
+        extra = None
         if isinstance(output, dict):
-            logits = output.get("out")
+            logits, extra = output.get("out"), output.get("aux")
         elif isinstance(output, (tuple, list)):
             logits = output[0] if output else None
+            extra = output[1] if len(output) > 1 else None
         else:
             logits = output
         if not isinstance(logits, Tensor) or logits.ndim != 4:
@@ -284,7 +293,9 @@ class FeatureSegmenter(nn.Module):
                 f"`layer` {self.layer!r} must give features (B, D, h, w) as its "
                 f"{self.hook}, got {got}"
             )
-        return logits, features
+        if not aux:
+            return logits, features
+        return logits, features, extra if isinstance(extra, Tensor) and extra.ndim == 4 else None
 
     def extra_repr(self) -> str:
         return (

@@ -162,6 +162,38 @@ class TestOtherModels:
         logits, features = net(images())
         assert logits.shape == (2, 2, 64, 64) and features.shape == (2, 6, 64, 64)
 
+    def test_auxiliary_output(self):
+        class AuxNet(nn.Module):  # a main and an auxiliary head, as HRNet-OCR or torchvision's FCN
+            def __init__(self, as_dict):
+                super().__init__()
+                self.as_dict = as_dict
+                self.body = nn.Conv2d(3, 6, 1)
+                self.aux_head = nn.Conv2d(6, 2, 1)
+                self.segmentation_head = nn.Conv2d(6, 2, 1)
+
+            def forward(self, x):
+                f = self.body(x)
+                out, aux = self.segmentation_head(f), self.aux_head(f)[..., ::2, ::2]
+                return {"out": out, "aux": aux} if self.as_dict else (out, aux)
+
+        torch.manual_seed(0)
+        x = images()
+        for as_dict in (True, False):
+            model = AuxNet(as_dict)
+            net = with_features(model)
+            logits, features, aux = net(x, aux=True)
+            z = (x - net.mean) / net.std
+            torch.testing.assert_close(aux, model.aux_head(model.body(z))[..., ::2, ::2])
+            assert logits.shape == (2, 2, 64, 64) and features.shape == (2, 6, 64, 64)
+            assert len(net(x)) == 2  # without aux=True: (logits, features), as every model
+            aux.sum().backward()
+            assert model.aux_head.weight.grad is not None
+        # no auxiliary map: None (smp's image-level aux_params classifier is not one)
+        assert with_features(nn.Sequential(nn.Conv2d(3, 2, 1)), layer="0")(x, aux=True)[2] is None
+        smp_aux = smp.Unet("resnet18", encoder_weights=None, classes=3, encoder_depth=3,
+                           decoder_channels=(16, 8, 8), aux_params={"classes": 7})
+        assert with_features(smp_aux)(x, aux=True)[2] is None
+
     def test_default_mean_std_is_imagenet(self):
         net = with_features(nn.Sequential(nn.Conv2d(3, 2, 1)), layer="0")
         torch.testing.assert_close(net.mean.flatten(), torch.tensor(IMAGENET[0]))
