@@ -12,8 +12,10 @@ from diga.augment import (
     strong_photometric,
 )
 from diga.losses import (
+    OhemCELoss,
     SegmentationCELoss,
     SymmetricKDLoss,
+    ohem_ce_loss,
     resize_logits,
     segmentation_ce_loss,
     symmetric_kd_loss,
@@ -61,6 +63,7 @@ __all__ = [
     "FourierTranslator",
     "IdentityTranslator",
     "LearnedTranslator",
+    "OhemCELoss",
     "PseudoLabelSelector",
     "SegmentationCELoss",
     "SelectionStats",
@@ -80,6 +83,7 @@ __all__ = [
     "miou",
     "mix_by_mask",
     "model_from_config",
+    "ohem_ce_loss",
     "param_groups",
     "pseudo_label_confidence",
     "resize_logits",

@@ -1,11 +1,14 @@
-"""Losses: symmetric cross-view distillation and segmentation cross-entropy."""
+"""Losses: symmetric cross-view distillation, segmentation cross-entropy and its OHEM form."""
 
+from diga.losses.ohem import OhemCELoss, ohem_ce_loss
 from diga.losses.segmentation_ce import SegmentationCELoss, resize_logits, segmentation_ce_loss
 from diga.losses.symmetric_kd import SymmetricKDLoss, symmetric_kd_loss
 
 __all__ = [
+    "OhemCELoss",
     "SegmentationCELoss",
     "SymmetricKDLoss",
+    "ohem_ce_loss",
     "resize_logits",
     "segmentation_ce_loss",
     "symmetric_kd_loss",
