@@ -21,7 +21,7 @@ from diga._checks import (
 from diga._ops import class_argmax
 from diga._wrap import unwrap_model
 from diga.augment import CrossDomainMix, StrongPhotometric, class_mix_mask, mix_by_mask
-from diga.losses import SymmetricKDLoss, resize_logits, segmentation_ce_loss
+from diga.losses import SegmentationCELoss, SymmetricKDLoss, resize_logits
 from diga.metrics import pseudo_label_precision
 from diga.models import FeatureSegmenter, with_features
 from diga.selectors import (
@@ -34,7 +34,7 @@ from diga.selectors import (
 from diga.teacher import EMATeacher
 from diga.translation import Translator
 
-__all__ = ["AblationOptions", "Adapter", "StepOutput"]
+__all__ = ["SETTINGS", "AblationOptions", "Adapter", "StepOutput", "setting_defaults"]
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class AblationOptions:
     warm-up loss, which the paper recipes use.
 
     Attributes:
-        cross_domain_mix: False makes the warm-up's second view the strongly augmented
-            source alone (no translated background, no paste).
+        cross_domain_mix: False makes the second source view the strongly augmented source
+            alone (no translated background, no paste), in warm-up and in self-training's KD
+            (the ``"dg"`` and ``"ssl"`` settings: there is no translation to mix with).
         augment_background: also strongly augment the mix's translated background (a
             second draw), so the whole mixed view is augmented. Off by default (the paper's
             mix). Added while the built-in benchmarks' Fourier band was empty, when it
@@ -121,6 +122,47 @@ def _is_feature_model(model: nn.Module) -> bool:
     return isinstance(unwrap_model(model), FeatureSegmenter)
 
 
+#: What each of DiGA's three settings fixes (``Adapter(setting=...)``); every argument given to the
+#: Adapter overrides its entry. Read from the public scripts (fy-vision/DiGA): ``uda``
+#: ``domain_adaptation/``, ``dg`` ``domain_generalization/train_DiGA_DG.py``, ``ssl``
+#: ``semi-supervised_segmentation/train_DiGA_semiseg_*.py``.
+SETTINGS: dict[str, dict[str, Any]] = {
+    # Unsupervised domain adaptation: labelled source, unlabelled target; the library's defaults.
+    "uda": {
+        "ablation": AblationOptions(), "kd_weight": 0.5, "st_kd_weight": 0.25,
+        "augment": {"beta": 0.4}, "st_augment": {"beta": 0.3}, "self_training": True, "target": True,
+    },
+    # Domain generalisation: the warm-up alone on the source; the second view is the strongly augmented
+    # source (0.4 * augmented + 0.6 * clean; the script's sharpness is commented out), the loss the script's
+    # CE on the clean view + 0.5 x symmetric KD. No target, no translator, no self-training.
+    "dg": {
+        "ablation": AblationOptions(cross_domain_mix=False, mixed_view_ce=False), "kd_weight": 0.5,
+        "st_kd_weight": 0.0, "augment": {"beta": 0.4, "sharpness_p": 0.0}, "st_augment": None,
+        "self_training": False, "target": False,
+    },
+    # Semi-supervised: the labelled target images play the source, the unlabelled ones the target; no
+    # translator or cross-domain mix; KD 0.5 in both stages, beta 0.4 in both (the scripts' constants).
+    "ssl": {
+        "ablation": AblationOptions(cross_domain_mix=False, mixed_view_ce=False), "kd_weight": 0.5,
+        "st_kd_weight": 0.5, "augment": {"beta": 0.4}, "st_augment": {"beta": 0.4}, "self_training": True,
+        "target": True,
+    },
+}
+
+
+def setting_defaults(setting: str) -> dict[str, Any]:
+    """What ``Adapter(setting=setting)`` uses for the arguments left at None.
+
+    Example:
+        >>> d = setting_defaults("dg")
+        >>> d["kd_weight"], d["ablation"].cross_domain_mix, d["self_training"]
+        (0.5, False, False)
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"`setting` must be one of {sorted(SETTINGS)}, got {setting!r}")
+    return dict(SETTINGS[setting])
+
+
 class Adapter(nn.Module):
     """DiGA around a segmentation model: one warm-up step, one self-training step.
 
@@ -152,6 +194,23 @@ class Adapter(nn.Module):
     restarts the teacher from the student and sets the collapse watch's
     reference (the centroid pass's class shares).
 
+    Settings (``setting``, :data:`SETTINGS`): ``"uda"`` (the default) adapts from a labelled
+    source to an unlabelled target, as above. ``"dg"`` (domain generalisation) is the warm-up
+    alone on the source: no target argument anywhere, no translator, the second view the
+    strongly augmented source, the scripts' loss (CE on the clean view + 0.5 x KD); the
+    self-training methods raise a ``ValueError``. ``"ssl"`` (semi-supervised) takes the
+    labelled target images as the source and the unlabelled ones as the target: no translator
+    or cross-domain mix, KD weight 0.5 in both stages, self-training with the dynamic
+    selection on the unlabelled images and the labelled images' classes pasted onto them.
+    Every argument given explicitly overrides the setting's value.
+
+    Auxiliary heads: a model with an auxiliary output (a dict ``{"out", "aux"}`` or a tuple
+    ``(logits, aux)``, e.g. :class:`~diga.models.HRNetOCR`; see
+    :meth:`~diga.models.FeatureSegmenter.forward`) gets every CE term and the KD term once more
+    on its auxiliary logits, weighted ``aux_weight`` (the scripts' 0.1):
+    ``CE + 0.1 CE_aux + lambda (KD + 0.1 KD_aux)``; its parts appear as ``ce_aux`` /
+    ``kd_aux``. Inference, centroids and selection use the main output only.
+
     Device: the adapter's own state (teacher, centroids, collapse watch) is made on
     the model's device, so ``Adapter(model.cuda(), C)`` is ready on the GPU;
     ``adapter.to(device)`` moves all of it later, like any module.
@@ -182,12 +241,22 @@ class Adapter(nn.Module):
             :class:`~diga.models.DeepLabV2`, or yours with ``feature_layer``), or
             an already wrapped ``FeatureSegmenter``.
         num_classes: ``C``.
-        translator: source -> target :class:`~diga.Translator` (identity if None).
-        augment: warm-up strong augmentation (default ``StrongPhotometric(beta=0.4)``).
+        setting: ``"uda"`` (default), ``"dg"`` or ``"ssl"``: see above and :data:`SETTINGS`.
+            The arguments below that default to None take the setting's value.
+        translator: source -> target :class:`~diga.Translator` (identity if None); the
+            ``"dg"`` setting has no target to translate to and refuses one.
+        augment: warm-up strong augmentation (default ``StrongPhotometric(beta=0.4)``;
+            ``"dg"``: without the sharpness step, as the script).
         st_augment: self-training strong augmentation for the target and the
-            source mixture (default ``StrongPhotometric(beta=0.3)``, the paper's).
-        kd_weight: lambda of the KD term in warm-up (paper 0.5).
-        st_kd_weight: lambda of the KD term in self-training (paper 0.25).
+            source mixture (default ``StrongPhotometric(beta=0.3)``, the paper's; ``"ssl"``:
+            ``beta=0.4``).
+        kd_weight: lambda of the KD term in warm-up (paper 0.5, every setting).
+        st_kd_weight: lambda of the KD term in self-training (paper 0.25; ``"ssl"``: 0.5).
+        aux_weight: weight of the auxiliary head's CE and KD terms (the scripts' 0.1),
+            for models with an auxiliary output; ignored otherwise.
+        seg_loss: the supervised segmentation loss ``(logits, labels) -> scalar`` of every
+            CE term (default :class:`~diga.SegmentationCELoss`; the SYNTHIA recipe passes
+            :class:`~diga.OhemCELoss`, as its scripts).
         teacher_momentum: EMA ceiling (paper 0.999).
         teacher_ramp: warm-up teacher's averaging window as a fraction of the steps
             so far (paper 1.0: the true average); see above.
@@ -203,8 +272,10 @@ class Adapter(nn.Module):
         selector: pseudo-label selector; default :class:`~diga.DynamicPseudoLabelSelector`
             on this adapter's centroids. Threshold baselines work too.
         ablation: the warm-up's ablation switches and the paper script's choices
-            (:class:`AblationOptions`); default ``AblationOptions()``: CE on both warm-up
-            views (the paper: the clean view only, ``mixed_view_ce=False``).
+            (:class:`AblationOptions`); default the setting's: ``AblationOptions()`` for
+            ``"uda"`` (CE on both warm-up views; the paper: the clean view only,
+            ``mixed_view_ce=False``), no cross-domain mix and CE on the clean view for ``"dg"``
+            and ``"ssl"``.
         online_scales: scales of the online labeller's fused prediction (the paper's
             pseudo-labels: full and half resolution).
         labeller_refresh: online mode, with ``select_with="teacher"`` (default): self-training steps
@@ -248,11 +319,14 @@ class Adapter(nn.Module):
         model: nn.Module,
         num_classes: int,
         *,
+        setting: str = "uda",
         translator: Translator | None = None,
         augment: nn.Module | None = None,
         st_augment: nn.Module | None = None,
-        kd_weight: float = 0.5,
-        st_kd_weight: float = 0.25,
+        kd_weight: float | None = None,
+        st_kd_weight: float | None = None,
+        aux_weight: float = 0.1,
+        seg_loss: nn.Module | None = None,
         teacher_momentum: float = 0.999,
         teacher_ramp: float = 0.1,
         teacher_buffers: str = "ema",
@@ -269,19 +343,31 @@ class Adapter(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ValueError(f"`model` must be an nn.Module, got {type(model).__name__}")
+        defaults = setting_defaults(setting)
+        self.setting = setting
+        kd_weight = defaults["kd_weight"] if kd_weight is None else kd_weight
+        st_kd_weight = defaults["st_kd_weight"] if st_kd_weight is None else st_kd_weight
         check_number(num_classes, "num_classes", low=1, integer=True)
         check_number(kd_weight, "kd_weight", low=0)
         check_number(st_kd_weight, "st_kd_weight", low=0)
+        check_number(aux_weight, "aux_weight", low=0)
         check_number(ignore_index, "ignore_index", integer=True)
         if translator is not None and not callable(translator):
             raise ValueError(f"`translator` must be callable (source, target) -> images, got {translator!r}")
+        if translator is not None and not defaults["target"]:
+            raise ValueError(f"`translator` must be None with setting={setting!r}: it trains on the source alone, "
+                             "with no target images to translate to")
+        if seg_loss is not None and not callable(seg_loss):
+            raise ValueError(f"`seg_loss` must be callable (logits, labels) -> loss, got {seg_loss!r}")
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.kd_weight = float(kd_weight)
         self.st_kd_weight = float(st_kd_weight)
+        self.aux_weight = float(aux_weight)
         if ablation is not None and not isinstance(ablation, AblationOptions):
             raise ValueError(f"`ablation` must be an AblationOptions, got {type(ablation).__name__}")
-        self.ablation = ablation if ablation is not None else AblationOptions()
+        self.ablation = ablation if ablation is not None else defaults["ablation"]
+        self.seg_loss = seg_loss if seg_loss is not None else SegmentationCELoss(ignore_index=ignore_index)
 
         self.student = model if _is_feature_model(model) else with_features(model, feature_layer)
         self.teacher = EMATeacher(self.student, momentum=teacher_momentum, ramp=teacher_ramp, buffers=teacher_buffers,
@@ -289,8 +375,10 @@ class Adapter(nn.Module):
         self.teacher.update(self.student)  # the paper's iteration-0 copy: see the class docstring
         self.stage = "warmup"
         self.translator = translator
-        self.augment = augment if augment is not None else StrongPhotometric(beta=0.4)
-        self.st_augment = st_augment if st_augment is not None else StrongPhotometric(beta=0.3)
+        self.augment = augment if augment is not None else StrongPhotometric(**defaults["augment"])
+        if st_augment is None and defaults["st_augment"] is not None:
+            st_augment = StrongPhotometric(**defaults["st_augment"])
+        self.st_augment = st_augment
         self.mix = CrossDomainMix(ignore_index=ignore_index, num_classes=num_classes)
         self.kd = SymmetricKDLoss(augmented_weight=0.5, ignore_index=ignore_index)
         dim = feature_dim if feature_dim is not None else self._feature_dim()
@@ -371,6 +459,49 @@ class Adapter(nn.Module):
             labels if self.ablation.kd_mask_ignore else None,
         )
 
+    def _check_aux(self, aux: Tensor | None, logits: Tensor) -> Tensor | None:
+        """The auxiliary logits, when the model has them and they are weighted; checked once per step."""
+        if aux is None or self.aux_weight == 0:
+            return None
+        if aux.shape[:2] != logits.shape[:2]:
+            raise ValueError(f"`model`'s auxiliary output must be (B, C, h, w) = ({logits.shape[0]}, "
+                             f"{logits.shape[1]}, h, w) like its logits, got {tuple(aux.shape)}")
+        return aux
+
+    def _supervised(self, parts: dict[str, Tensor], name: str, logits: Tensor, aux: Tensor | None,
+                    labels: Tensor) -> Tensor:
+        """``seg_loss`` on the logits (+ ``aux_weight`` x on the auxiliary logits), parts recorded."""
+        loss = self.seg_loss(logits, labels)
+        parts[name] = loss.detach()
+        if aux is not None:
+            aux_loss = self.seg_loss(aux, labels)
+            parts[f"{name}_aux"] = aux_loss.detach()
+            loss = loss + self.aux_weight * aux_loss
+        return loss
+
+    def _distil(self, parts: dict[str, Tensor], student: tuple[Tensor, Tensor | None],
+                teacher: tuple[Tensor, Tensor | None], labels: Tensor) -> Tensor:
+        """Symmetric KD on the logits (+ ``aux_weight`` x on the auxiliary logits), parts recorded."""
+        kd = self._kd(student[0], teacher[0], labels)
+        parts["kd"] = kd.detach()
+        if student[1] is not None and teacher[1] is not None:
+            kd_aux = self._kd(student[1], teacher[1], labels)
+            parts["kd_aux"] = kd_aux.detach()
+            kd = kd + self.aux_weight * kd_aux
+        return kd
+
+    def _forward(self, net: nn.Module, images: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(logits, features, aux logits or None)`` of the student (its training wrapper) or the teacher."""
+        logits, feats, aux = net(images, aux=True)
+        return logits, feats, self._check_aux(aux, logits)
+
+    def _require(self, what: str) -> None:
+        """Self-training and its stages exist only where the setting has a target."""
+        if not SETTINGS[self.setting]["self_training"]:
+            raise ValueError(f"`{what}` is not part of setting={self.setting!r}: domain generalisation is the "
+                             "warm-up alone on the source (no target images, no self-training); use "
+                             "setting='uda' or 'ssl' to self-train")
+
     @property
     def train_student(self) -> nn.Module:
         """The module training forwards go through: the student, or its DDP wrapper."""
@@ -390,12 +521,14 @@ class Adapter(nn.Module):
         return wrapped
 
     def source_only_step(self, source_images: Tensor, source_labels: Tensor) -> StepOutput:
-        """The baseline: cross-entropy on the clean source view alone (no KD, no mix)."""
+        """The baseline: cross-entropy on the clean source view alone (no KD, no mix; ERM in ``"dg"``,
+        the supervised-only baseline in ``"ssl"``), plus ``aux_weight`` x the auxiliary head's."""
         self._check_source(source_images, source_labels)
-        logits, _ = self.train_student(source_images)
-        ce = segmentation_ce_loss(logits, source_labels, ignore_index=self.ignore_index)
+        logits, _, aux = self._forward(self.train_student, source_images)
+        parts: dict[str, Tensor] = {}
+        loss = self._supervised(parts, "ce", logits, aux, source_labels)
         self.step += 1
-        return StepOutput(loss=ce, parts={"loss": ce.detach(), "ce": ce.detach()},
+        return StepOutput(loss=loss, parts={"loss": loss.detach(), **parts},
                           images={"source": source_images.detach()})
 
     def update_teacher(self) -> None:
@@ -453,6 +586,7 @@ class Adapter(nn.Module):
         followed the teacher at every step confirms its own mistakes: on the
         built-in shifts that collapsed within a hundred steps (docs/guide.md).
         """
+        self._require("online_pseudo_labels")
         if self.labeller is None:
             raise ValueError("no labeller yet: online pseudo-labels are made inside self_training_step")
         from diga.inference import predict_logits
@@ -503,6 +637,9 @@ class Adapter(nn.Module):
         """
         self._check_source(source_images, source_labels)
         if target_images is not None:
+            if not SETTINGS[self.setting]["target"]:
+                raise ValueError(f"`target_images` must be None with setting={self.setting!r}: domain "
+                                 "generalisation trains on the source alone")
             check_images(target_images, "target_images")
         with value_checks(False):  # the inputs are checked; what the step builds from them is not re-read
             return self._warmup(source_images, source_labels, target_images, generator)
@@ -530,17 +667,19 @@ class Adapter(nn.Module):
             with torch.no_grad():
                 self.train_student(target_images)
         # Student and teacher on both views; CE on the clean view, symmetric KD across the two.
-        student_logits, _ = self.train_student(views)
-        teacher_logits, _ = self.teacher(views)
-        ce_views = student_logits if ablation.mixed_view_ce else student_logits[:b]
+        student_logits, _, student_aux = self._forward(self.train_student, views)
+        teacher_logits, _, teacher_aux = self._forward(self.teacher, views)
+        n = 2 * b if ablation.mixed_view_ce else b
         ce_labels = source_labels.repeat(2, 1, 1) if ablation.mixed_view_ce else source_labels
-        ce = segmentation_ce_loss(ce_views, ce_labels, ignore_index=self.ignore_index)
-        kd = self._kd(student_logits, teacher_logits, source_labels)
+        parts: dict[str, Tensor] = {}
+        ce = self._supervised(parts, "ce", student_logits[:n], None if student_aux is None else student_aux[:n],
+                              ce_labels)
+        kd = self._distil(parts, (student_logits, student_aux), (teacher_logits, teacher_aux), source_labels)
         loss = ce + self.kd_weight * kd
         self.step += 1
         return StepOutput(
             loss=loss,
-            parts={"loss": loss.detach(), "ce": ce.detach(), "kd": kd.detach()},
+            parts={"loss": loss.detach(), **parts},
             images={
                 "source": source_images.detach(),
                 "translated": translated,
@@ -552,15 +691,17 @@ class Adapter(nn.Module):
         )
 
     # ------------------------------------------------------- self-training
-    def _teacher_forward(self, clean: Tensor, mixed: Tensor, target: Tensor) -> tuple[Tensor, ...]:
-        """Teacher logits/features on [clean; mixed] and on the target (one forward in eval mode)."""
+    def _teacher_forward(self, clean: Tensor, mixed: Tensor, target: Tensor) -> tuple[Tensor | None, ...]:
+        """Teacher logits/features/aux logits on [clean; mixed], logits/features on the target (one
+        forward in eval mode)."""
         b = clean.shape[0]
         if not self.teacher.model.training and clean.shape[-2:] == target.shape[-2:]:
-            logits, feats = self.teacher(torch.cat([clean, mixed, target]))
-            return logits[: 2 * b], feats[: 2 * b], logits[2 * b :], feats[2 * b :]
-        logits, feats = self.teacher(torch.cat([clean, mixed]))
+            logits, feats, aux = self._forward(self.teacher, torch.cat([clean, mixed, target]))
+            return (logits[: 2 * b], feats[: 2 * b], None if aux is None else aux[: 2 * b],
+                    logits[2 * b :], feats[2 * b :])
+        logits, feats, aux = self._forward(self.teacher, torch.cat([clean, mixed]))
         t_logits, t_feats = self.teacher(target)
-        return logits, feats, t_logits, t_feats
+        return logits, feats, aux, t_logits, t_feats
 
     def self_training_step(
         self,
@@ -592,6 +733,7 @@ class Adapter(nn.Module):
                 (precision before/after selection in ``parts``); never trained on.
             generator: random source for augmentations and masks.
         """
+        self._require("self_training_step")
         self._check_source(source_images, source_labels)
         check_images(target_images, "target_images")
         if target_images.shape != source_images.shape:
@@ -623,9 +765,12 @@ class Adapter(nn.Module):
         translated = self._translate(source_images, target_images)
         source_aug = self.st_augment(source_images, generator=generator)
         target_aug = self.st_augment(target_images, generator=generator)
-        mixed_source, _, _ = self.mix(source_aug, translated, source_labels, generator=generator)
+        if self.ablation.cross_domain_mix:
+            mixed_source, _, _ = self.mix(source_aug, translated, source_labels, generator=generator)
+        else:  # "ssl" / no mix: the second view is the strongly augmented source alone
+            mixed_source = source_aug
 
-        t_logits, t_feats, tt_logits, tt_feats = self._teacher_forward(
+        t_logits, t_feats, t_aux, tt_logits, tt_feats = self._teacher_forward(
             source_images, mixed_source, target_images
         )
         with torch.no_grad():
@@ -651,19 +796,20 @@ class Adapter(nn.Module):
         # One student forward over [source; mixed source; DACS mix]: one forward per backward
         # (what DDP expects) and faster; batch norm sees the 3B images together where the
         # paper's two forwards see 2B and then B.
-        all_logits, _ = self.train_student(torch.cat([source_images, mixed_source, dacs_images]))
+        views = torch.cat([source_images, mixed_source, dacs_images])
+        all_logits, _, all_aux = self._forward(self.train_student, views)
         s_logits, mix_logits = all_logits[: 2 * b], all_logits[2 * b :]
-        ce_source = segmentation_ce_loss(s_logits[:b], source_labels, ignore_index=self.ignore_index)
-        ce_mix = segmentation_ce_loss(mix_logits, dacs_labels, ignore_index=self.ignore_index)
-        kd = self._kd(s_logits, t_logits, source_labels)
+        s_aux, mix_aux = (None, None) if all_aux is None else (all_aux[: 2 * b], all_aux[2 * b :])
+        parts: dict[str, Tensor] = {}
+        ce_source = self._supervised(parts, "ce_source", s_logits[:b], None if s_aux is None else s_aux[:b],
+                                     source_labels)
+        ce_mix = self._supervised(parts, "ce_mix", mix_logits, mix_aux, dacs_labels)
+        kd = self._distil(parts, (s_logits, s_aux), (t_logits, t_aux), source_labels)
         loss = ce_source + ce_mix + self.st_kd_weight * kd
         self.step += 1
         self.stage_step += 1
 
-        parts = {
-            "loss": loss.detach(), "ce_source": ce_source.detach(), "ce_mix": ce_mix.detach(),
-            "kd": kd.detach(),
-        }
+        parts = {"loss": loss.detach(), **parts}
         stats = kept_fractions(
             target_pseudo_labels, selected, num_classes=self.num_classes, ignore_index=self.ignore_index
         )
@@ -713,6 +859,7 @@ class Adapter(nn.Module):
         Returns:
             The ``(C, D)`` centroids.
         """
+        self._require("init_centroids")
         centroids = init_centroids(self.centroids, self._model(which), batches, use_labels=use_labels,
                                    max_batches=max_batches, progress=progress)
         self.stage = "centroids"  # the next self-training step starts a self-training stage
@@ -770,7 +917,8 @@ class Adapter(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"num_classes={self.num_classes}, kd_weight={self.kd_weight}, "
+            ("" if self.setting == "uda" else f"setting={self.setting!r}, ")
+            + f"num_classes={self.num_classes}, kd_weight={self.kd_weight}, "
             f"st_kd_weight={self.st_kd_weight}, step={self.step}"
         ) + ("" if self.select_with == "teacher" else f", select_with={self.select_with!r}") + (
             "" if self.ablation == AblationOptions() else f", ablation={self.ablation}"
