@@ -141,14 +141,23 @@ class ShiftExperiment:
         model = self._model()
         if encoder is not None:
             model.encoder.load_state_dict(encoder)
-        kwargs.setdefault("translator", FourierTranslator(beta=cfg.fourier_beta))
+        if kwargs.get("setting", "uda") == "uda":  # DG and SSL have no translation
+            kwargs.setdefault("translator", FourierTranslator(beta=cfg.fourier_beta))
         kwargs.setdefault("teacher_momentum", cfg.teacher_momentum)
         kwargs.setdefault("centroid_momentum", cfg.centroid_momentum)
         return Adapter(model, self.num_classes, **kwargs).to(self.dist.device)
 
-    def evaluate(self, adapter: Adapter) -> dict[str, Any]:
-        return evaluate(adapter, self.val, num_classes=self.num_classes, scales=self.cfg.scales, dist=self.dist,
-                        batch_size=16)
+    def evaluate(self, adapter: Adapter, val=None) -> dict[str, Any]:
+        """Target mIoU on this shift's validation items (or on ``val``)."""
+        return evaluate(adapter, self.val if val is None else val, num_classes=self.num_classes,
+                        scales=self.cfg.scales, dist=self.dist, batch_size=16)
+
+    def val_of(self, shift: str) -> CachedDataset:
+        """The validation items of another kind of target, drawn as this experiment's own (same seed)."""
+        if shift == self.shift:
+            return self.val
+        return CachedDataset(SyntheticShift("target", shift=shift, size=self.cfg.size, length=self.cfg.val_items,
+                                            seed=10_000 + self.seed))
 
     def train(self, adapter: Adapter, stage: str, name: str, steps: int, target=None,
               offset: int = 0, source=None) -> dict[str, Any]:
@@ -183,22 +192,27 @@ class ShiftExperiment:
         """The adapter state a stage ended with."""
         return load_checkpoint(stage_checkpoint(self.work, name, "final"))["adapter"]
 
-    def pseudo_labels(self, adapter: Adapter, name: str = "pseudo") -> CachedDataset:
-        """Offline pseudo-labels of the target training set (multi-scale), as a dataset."""
+    def pseudo_labels(self, adapter: Adapter, name: str = "pseudo", data=None) -> CachedDataset:
+        """Offline pseudo-labels of the target training set (or of ``data``; multi-scale), as a dataset."""
         directory = self.work / name
-        generate_pseudo_labels(adapter, self.target, directory, scales=self.cfg.scales, dist=self.dist,
+        data = self.target if data is None else data
+        generate_pseudo_labels(adapter, data, directory, scales=self.cfg.scales, dist=self.dist,
                                show_progress=self.cfg.show_progress)
-        return CachedDataset(PseudoLabelled(self.target, directory))
+        return CachedDataset(PseudoLabelled(data, directory))
 
-    def self_training(self, name: str, warm_state: dict, pseudo: CachedDataset | None,
-                      **adapter_kwargs: Any) -> tuple[Adapter, dict[str, Any]]:
+    def self_training(self, name: str, warm_state: dict, pseudo: CachedDataset | None, *, source=None,
+                      target=None, centroid_data=None, **adapter_kwargs: Any) -> tuple[Adapter, dict[str, Any]]:
         """Self-training from a warm-up state: centroids from the target (the teacher restarts at the
-        first step). ``pseudo=None`` is online mode: the target's labels are read for monitoring only."""
+        first step). ``pseudo=None`` is online mode: the target's labels are read for monitoring only.
+        ``source`` / ``target`` / ``centroid_data`` replace the labelled set, the unlabelled set and the
+        centroid pass's images (the semi-supervised setting: labelled and unlabelled target items)."""
         adapter = self.adapter(**adapter_kwargs)
         adapter.load_state_dict(warm_state)
-        adapter.init_centroids(torch.utils.data.DataLoader(self.target, batch_size=32))
+        centroid_data = self.target if centroid_data is None else centroid_data
+        adapter.init_centroids(torch.utils.data.DataLoader(centroid_data, batch_size=32))
+        target = self.target if target is None else target
         result = self.train(adapter, "self_training", name, self.cfg.st_steps,
-                            target=self.target if pseudo is None else pseudo, offset=self.cfg.source_steps)
+                            target=target if pseudo is None else pseudo, offset=self.cfg.source_steps, source=source)
         return adapter, result
 
 
