@@ -37,12 +37,13 @@ from test_quality import _commit, _results_lock, _save_seed, _seed_ids, _setting
 
 from diga import AblationOptions
 from diga.data import SHIFT_KINDS
+from diga.data.splits import labelled_split
 from diga.demo import DemoConfig, ShiftExperiment
 from diga.engine.distributed import DistInfo
 
 DG_KINDS = (*SHIFT_KINDS, "null")
 LOOK_KINDS = ("appearance", "sensor", "weather")  # the kinds whose target differs in look
-SSL_FRACTION = 16  # 1/16 of the target's training items labelled
+SSL_FRACTION = "1/16"  # of the target's training items labelled (63 of 1000)
 
 # (name, label, stage, adapter options)
 DG_METHODS = [
@@ -79,9 +80,9 @@ SETTINGS_NOTES = [
     "smp U-Net (ResNet-18 encoder, small decoder) from scratch, AdamW 1e-3, poly schedule; the library's teacher "
     "defaults (ramp 0.1, averaged buffers) and centroid momentum 1e-3. Every method of a seed starts from the "
     "same initial weights. Values are the final model's, never a best-by-validation pick.",
-    "DG and SSL use no translator. SSL's split is a seeded permutation of the target's training items: the "
-    "first 1/16 labelled (62 of 1000), the rest unlabelled (their labels are read only to report pseudo-label "
-    "precision).",
+    "DG and SSL use no translator. SSL's split is diga.data.splits.labelled_split (a seeded permutation of the "
+    "target's training items): 1/16 labelled (63 of 1000), the rest unlabelled (their labels are read only to "
+    "report pseudo-label precision).",
 ]
 DG_COLUMNS = [["variant", "Method"], *[[k, k] for k in DG_KINDS], ["mean_kinds", "Mean of the four kinds"],
               ["seeds", "Seeds"]]
@@ -167,16 +168,9 @@ def _dg_check(by: dict[str, dict[str, Any]]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------- SSL
-def ssl_split(n: int, seed: int, fraction: int = SSL_FRACTION) -> tuple[list[int], list[int]]:
-    """A seeded split of ``n`` items: the first ``n // fraction`` of a permutation labelled, the rest not."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(30_000 + seed)).tolist()
-    k = max(1, n // fraction)
-    return sorted(order[:k]), sorted(order[k:])
-
-
 def _run_ssl(cfg: DemoConfig, seed: int, device: torch.device, kind: str) -> dict[str, dict[str, Any]]:
     exp = ShiftExperiment(cfg, seed, DistInfo(0, 1, 0, device), shift=kind)
-    labelled_ids, unlabelled_ids = ssl_split(len(exp.target), seed)
+    labelled_ids, unlabelled_ids = labelled_split(len(exp.target), SSL_FRACTION, seed=seed)
     labelled = torch.utils.data.Subset(exp.target, labelled_ids)
     unlabelled = torch.utils.data.Subset(exp.target, unlabelled_ids)
     out = {
@@ -274,13 +268,6 @@ def test_settings(bench, tmp_path):
             if bench.full:
                 failed += _ssl_check(by, [kind])
     assert not failed, "; ".join(failed)
-
-
-def test_ssl_split_is_seeded_and_disjoint():
-    lab, unl = ssl_split(1000, 0)
-    assert len(lab) == 62 and len(unl) == 938 and not set(lab) & set(unl) and sorted(lab + unl) == list(range(1000))
-    assert ssl_split(1000, 0) == (lab, unl) and ssl_split(1000, 1)[0] != lab
-    assert ssl_split(10, 0)[0] and len(ssl_split(10, 0)[0]) == 1  # at least one labelled item
 
 
 def test_checks_name_each_failed_target():
