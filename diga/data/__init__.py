@@ -1,13 +1,17 @@
-"""Data: datasets (Cityscapes, GTA5, SYNTHIA, any folder, the built-in shift), transforms, class tables."""
+"""Data: datasets (Cityscapes, GTA5, SYNTHIA, BDD100k, Mapillary, any folder, the built-in shift), transforms,
+class tables."""
 
 from diga.data._base import SegmentationDataset
 from diga.data.batch import as_batch, concat_batches, to_device
+from diga.data.bdd100k import BDD100k
 from diga.data.cache import CachedDataset
 from diga.data.cityscapes import Cityscapes
 from diga.data.classes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_ID_TO_TRAIN_ID,
     CITYSCAPES_PALETTE,
+    MAPILLARY_V12_CLASSES,
+    MAPILLARY_V12_TO_CITYSCAPES,
     SYNTHIA13_CLASSES,
     SYNTHIA13_IN_16,
     SYNTHIA16_CLASSES,
@@ -20,6 +24,7 @@ from diga.data.classes import (
 from diga.data.folder import SegmentationFolder
 from diga.data.gta5 import GTA5
 from diga.data.io import IMAGE_SUFFIXES, load_image, load_label, save_label
+from diga.data.mapillary import Mapillary
 from diga.data.pseudo import PseudoLabelled, item_name
 from diga.data.synthetic import CONTROL_SHIFT_KINDS, SHIFT_KINDS, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticShift
 from diga.data.synthia import Synthia
@@ -40,6 +45,8 @@ __all__ = [
     "CONTROL_SHIFT_KINDS",
     "GTA5",
     "IMAGE_SUFFIXES",
+    "MAPILLARY_V12_CLASSES",
+    "MAPILLARY_V12_TO_CITYSCAPES",
     "SHIFT_KINDS",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_PALETTE",
@@ -49,8 +56,10 @@ __all__ = [
     "SYNTHIA16_IN_19",
     "SYNTHIA_ID_TO_TRAIN_ID",
     "SYNTHIA_PALETTE",
+    "BDD100k",
     "CachedDataset",
     "Cityscapes",
+    "Mapillary",
     "PairedCompose",
     "PseudoLabelled",
     "RandomCrop",

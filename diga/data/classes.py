@@ -1,4 +1,5 @@
-"""Class tables: Cityscapes' 19 training classes, SYNTHIA's 16 and 13, palettes and id maps."""
+"""Class tables: Cityscapes' 19 training classes, SYNTHIA's 16 and 13, Mapillary Vistas v1.2's 66,
+palettes and id maps."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_ID_TO_TRAIN_ID",
     "CITYSCAPES_PALETTE",
+    "MAPILLARY_V12_CLASSES",
+    "MAPILLARY_V12_TO_CITYSCAPES",
     "SYNTHIA13_CLASSES",
     "SYNTHIA13_IN_16",
     "SYNTHIA16_CLASSES",
@@ -57,6 +60,47 @@ SYNTHIA13_IN_16: tuple[int, ...] = tuple(SYNTHIA16_CLASSES.index(c) for c in SYN
 SYNTHIA_ID_TO_TRAIN_ID: dict[int, int] = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 9, 10: 10, 17: 11, 8: 12,
     19: 13, 12: 14, 11: 15,
+}
+
+
+#: Mapillary Vistas v1.2's 66 classes (the ``readable`` names of its ``config.json``), in label-id
+#: order: a v1.2 label PNG holds these indices (65, "Unlabeled", is its void).
+MAPILLARY_V12_CLASSES: tuple[str, ...] = (
+    "Bird", "Ground Animal", "Curb", "Fence", "Guard Rail", "Barrier", "Wall", "Bike Lane",
+    "Crosswalk - Plain", "Curb Cut", "Parking", "Pedestrian Area", "Rail Track", "Road",
+    "Service Lane", "Sidewalk", "Bridge", "Building", "Tunnel", "Person", "Bicyclist",
+    "Motorcyclist", "Other Rider", "Lane Marking - Crosswalk", "Lane Marking - General", "Mountain",
+    "Sand", "Sky", "Snow", "Terrain", "Vegetation", "Water", "Banner", "Bench", "Bike Rack",
+    "Billboard", "Catch Basin", "CCTV Camera", "Fire Hydrant", "Junction Box", "Mailbox", "Manhole",
+    "Phone Booth", "Pothole", "Street Light", "Pole", "Traffic Sign Frame", "Utility Pole",
+    "Traffic Light", "Traffic Sign (Back)", "Traffic Sign (Front)", "Trash Can", "Bicycle", "Boat",
+    "Bus", "Car", "Caravan", "Motorcycle", "On Rails", "Other Vehicle", "Trailer", "Truck",
+    "Wheeled Slow", "Car Mount", "Ego Vehicle", "Unlabeled",
+)
+
+#: Mapillary Vistas v1.2 label ids -> the 19 Cityscapes training ids: the grouping the domain
+#: generalisation literature evaluates with (RobustNet's loader; DiGA's scripts copy it): 25 ids kept,
+#: the other 41 (bike lane, crosswalk, parking, guard rail, traffic sign back, caravan, ...) ignored.
+MAPILLARY_V12_TO_CITYSCAPES: dict[int, int] = {
+    13: 0, 24: 0, 41: 0,  # road <- Road, Lane Marking - General, Manhole
+    2: 1, 15: 1,  # sidewalk <- Curb, Sidewalk
+    17: 2,  # building
+    6: 3,  # wall
+    3: 4,  # fence
+    45: 5, 47: 5,  # pole <- Pole, Utility Pole
+    48: 6,  # traffic light
+    50: 7,  # traffic sign <- Traffic Sign (Front)
+    30: 8,  # vegetation
+    29: 9,  # terrain
+    27: 10,  # sky
+    19: 11,  # person
+    20: 12, 21: 12, 22: 12,  # rider <- Bicyclist, Motorcyclist, Other Rider
+    55: 13,  # car
+    61: 14,  # truck
+    54: 15,  # bus
+    58: 16,  # train <- On Rails
+    57: 17,  # motorcycle
+    52: 18,  # bicycle
 }
 
 
