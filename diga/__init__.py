@@ -22,8 +22,10 @@ from diga.losses import (
 )
 from diga.metrics import ConfusionMatrix, iou_from_confusion, miou
 from diga.models import (
+    DAFormer,
     DeepLabV2,
     FeatureSegmenter,
+    HRNetOCR,
     TimmSegmenter,
     create_model,
     list_models,
@@ -56,11 +58,13 @@ __all__ = [
     "ConfidenceThresholdSelector",
     "ConfusionMatrix",
     "CrossDomainMix",
+    "DAFormer",
     "DeepLabV2",
     "DynamicPseudoLabelSelector",
     "EMATeacher",
     "FeatureSegmenter",
     "FourierTranslator",
+    "HRNetOCR",
     "IdentityTranslator",
     "LearnedTranslator",
     "OhemCELoss",

@@ -9,7 +9,9 @@ from typing import Any
 from torch import nn
 
 from diga._checks import check_number
+from diga.models.daformer import DAFormer
 from diga.models.deeplabv2 import DeepLabV2
+from diga.models.hrnet_ocr import HRNetOCR
 from diga.models.timm_segmenter import TimmSegmenter
 
 __all__ = ["create_model", "list_models", "model_from_config"]
@@ -29,7 +31,7 @@ _SMP = {
     "unetplusplus": ("UnetPlusPlus", "resnet50"),
     "upernet": ("UPerNet", "resnet50"),
 }
-_OTHER = {"deeplabv2": "resnet101", "timm": None}
+_OTHER = {"daformer": "mit_b5", "deeplabv2": "resnet101", "hrnet_ocr": "hrnet_w48", "timm": None}
 
 
 def list_models() -> list[str]:
@@ -74,12 +76,16 @@ def create_model(
     deeplabv2                               :class:`DeepLabV2` (``"resnet101"``)
     timm                                    :class:`TimmSegmenter` (``encoder_name``: the
                                             timm model name, required)
+    hrnet_ocr                               :class:`HRNetOCR` (``"hrnet_w48"``; timm's
+                                            ``hrnet_*``); returns ``{"out", "aux"}``
+    daformer                                :class:`DAFormer` (``"mit_b5"``; smp's
+                                            ``mit_b0`` ... ``mit_b5``)
     ======================================  ==========================================
 
     ``pretrained=True`` loads the encoder's ImageNet weights (smp:
-    ``encoder_weights="imagenet"``, or ``True`` for ``tu-`` encoders; timm: its
-    default pretrained tag), a download unless cached; ``encoder_weights`` in
-    ``kwargs`` overrides it for smp and DeepLabV2. The model carries
+    ``encoder_weights="imagenet"``, or ``True`` for ``tu-`` encoders; timm and
+    HRNetOCR: its default pretrained tag), a download unless cached;
+    ``encoder_weights`` in ``kwargs`` overrides it for smp, DeepLabV2 and DAFormer. The model carries
     ``model.diga_config = {"name", "encoder_name", "num_classes", "kwargs"}``, plain
     JSON, which :func:`model_from_config` turns back into the same architecture
     (never with pretrained weights: a checkpoint restores them).
@@ -119,6 +125,8 @@ def create_model(
     config = {"name": name, "encoder_name": encoder_name, "num_classes": int(num_classes), "kwargs": dict(kwargs)}
     if name == "timm":
         model: nn.Module = TimmSegmenter(encoder_name, num_classes, pretrained=bool(pretrained), **kwargs)
+    elif name == "hrnet_ocr":
+        model = HRNetOCR(encoder_name, num_classes, pretrained=bool(pretrained), **kwargs)
     else:
         if "encoder_weights" not in kwargs:
             kwargs["encoder_weights"] = (
@@ -126,6 +134,8 @@ def create_model(
             )
         if name == "deeplabv2":
             model = DeepLabV2(encoder_name, num_classes, **kwargs)
+        elif name == "daformer":
+            model = DAFormer(encoder_name, num_classes, **kwargs)
         else:
             import segmentation_models_pytorch as smp
 
