@@ -5,7 +5,9 @@ Private: the layer every component may import (components never import ``diga.en
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import pickle
 import re
@@ -23,6 +25,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "load_checkpoint",
+    "strict_json",
 ]
 
 
@@ -42,10 +45,11 @@ def _atomic(path: str | os.PathLike, write) -> Path:
     """
     path = Path(path)
     tmp = None
+    f = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with _open_temp(fd) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -54,11 +58,33 @@ def _atomic(path: str | os.PathLike, write) -> Path:
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(err, OSError) and not isinstance(err, WriteError):
+        # A writer that swallows the OSError of a full disk (torch.save's zip writer raises
+        # "RuntimeError: ... unexpected pos" instead) still ends as that OSError.
+        cause = err if isinstance(err, OSError) else getattr(f, "error", None)
+        if isinstance(cause, OSError) and not isinstance(cause, WriteError):
             kept = "the previous file is intact" if path.is_file() else "nothing was written"
-            raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err} ({kept})") from err
+            raise WriteError(cause.errno, f"cannot write {path}: {cause.strerror or cause} ({kept})") from err
         raise
     return path
+
+
+class _TempFile(io.FileIO):
+    """The temp file of :func:`_atomic`; it remembers the first OSError a write raised, for callers
+    (torch.save) that replace it with an error of their own."""
+
+    error: OSError | None = None
+
+    def write(self, data) -> int:  # type: ignore[override]
+        try:
+            return super().write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+
+def _open_temp(fd: int) -> _TempFile:
+    """The temp file behind ``fd`` (one place, so tests can make its writes fail as a full disk does)."""
+    return _TempFile(fd, "wb")
 
 
 class WriteError(OSError):
@@ -78,25 +104,48 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """JSON, indented, written atomically (tensors and paths become plain values).
+    """Strict JSON (:func:`strict_json`), indented, written atomically.
 
     Example:
         >>> import tempfile, json, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"
-        >>> _ = atomic_write_json(p, {"miou": torch.tensor(0.5)})
+        >>> _ = atomic_write_json(p, {"miou": torch.tensor(0.5), "iou": [float("nan"), 1.0]})
         >>> json.loads(p.read_text())
-        {'miou': 0.5}
+        {'miou': 0.5, 'iou': [None, 1.0]}
     """
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return atomic_write_text(path, strict_json(obj, indent=2) + "\n")
 
 
-def _json_default(obj: Any) -> Any:
+def strict_json(obj: Any, *, indent: int | None = None) -> str:
+    """``json.dumps`` that any JSON reader accepts: NaN and infinities (an undefined IoU, a
+    diverged loss) become ``null`` instead of the non-standard ``NaN`` / ``Infinity``; tensors,
+    numpy values, paths, devices and dtypes become plain values.
+
+    Example:
+        >>> strict_json({"iou": torch.tensor([0.5, float("nan")]), "loss": float("inf")})
+        '{"iou": [0.5, null], "loss": null}'
+    """
+    return json.dumps(_plain(obj), indent=indent, allow_nan=False)
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as plain JSON values, non-finite floats as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
     if isinstance(obj, torch.Tensor):
-        return obj.tolist()
+        return _plain(obj.tolist())
     if isinstance(obj, (Path, torch.device, torch.dtype)):
         return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return _plain(obj.tolist())
     if hasattr(obj, "item"):
-        return obj.item()
+        return _plain(obj.item())
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 

@@ -8,8 +8,8 @@ to 8 bits. Every reader names the file in its errors: a missing file raises
 
 from __future__ import annotations
 
+import io
 import os
-import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from diga._io import atomic_write_bytes
 
 __all__ = ["IMAGE_SUFFIXES", "load_image", "load_label", "save_label"]
 
@@ -237,6 +239,8 @@ def save_label(
     Raises:
         ValueError: ``label`` is not a 2-D integer map with values in ``[0, 255]``,
             or the palette is malformed.
+        OSError: the file cannot be written (a full disk): ``diga._io.WriteError`` naming it;
+            a file already there is left as it was.
 
     Example:
         >>> import tempfile, os
@@ -266,13 +270,6 @@ def save_label(
     if flat_palette is not None:
         image.putpalette(flat_palette)  # "L" -> "P", same values, now palette indices
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())  # a full disk: WriteError naming the file, no temp file left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +15,7 @@ from diga.models.deeplabv2 import DeepLabV2
 from diga.models.hrnet_ocr import HRNetOCR
 from diga.models.timm_segmenter import TimmSegmenter
 
-__all__ = ["create_model", "list_models", "model_from_config"]
+__all__ = ["MODEL_FILE_KWARGS", "check_model_file_config", "create_model", "list_models", "model_from_config"]
 
 # name -> (smp class name, default encoder)
 _SMP = {
@@ -33,6 +34,91 @@ _SMP = {
 }
 _OTHER = {"daformer": "mit_b5", "deeplabv2": "resnet101", "hrnet_ocr": "hrnet_w48", "timm": None}
 
+
+# ------------------------------------------------------------------------------ model files
+_SMP_COMMON = ("encoder_depth", "in_channels", "activation", "aux_params")
+#: The ``kwargs`` a model file may carry (its ``diga_config["kwargs"]``), per model name:
+#: architecture settings only, plain values. A model file is data from anyone, so nothing in it
+#: may name weights to fetch or a path to read (smp's ``**kwargs`` and timm's backbone kwargs
+#: reach ``timm.create_model``, whose ``pretrained_cfg_overlay`` / ``checkpoint_path`` would).
+#: ``encoder_weights`` is accepted and ignored: a model file's weights come from the file.
+#: :func:`check_model_file_config` (called by :func:`diga.inference.load_model`) refuses every
+#: other key, naming it. A model added to the registry adds its entry here (a name without one
+#: accepts no kwargs).
+MODEL_FILE_KWARGS: dict[str, frozenset[str]] = {
+    "deeplabv2": frozenset({"head", "encoder_weights"}),
+    "deeplabv3": frozenset({*_SMP_COMMON, "encoder_output_stride", "decoder_channels", "decoder_atrous_rates",
+                            "decoder_aspp_separable", "decoder_aspp_dropout", "upsampling", "encoder_weights"}),
+    "deeplabv3plus": frozenset({*_SMP_COMMON, "encoder_output_stride", "decoder_channels", "decoder_atrous_rates",
+                                "decoder_aspp_separable", "decoder_aspp_dropout", "upsampling", "encoder_weights"}),
+    "dpt": frozenset({*_SMP_COMMON, "encoder_output_indices", "decoder_readout", "decoder_intermediate_channels",
+                      "decoder_fusion_channels", "encoder_weights"}),
+    "fpn": frozenset({*_SMP_COMMON, "decoder_pyramid_channels", "decoder_segmentation_channels",
+                      "decoder_merge_policy", "decoder_dropout", "decoder_interpolation", "upsampling",
+                      "encoder_weights"}),
+    "linknet": frozenset({*_SMP_COMMON, "decoder_use_norm", "decoder_use_batchnorm", "encoder_weights"}),
+    "manet": frozenset({*_SMP_COMMON, "decoder_use_norm", "decoder_use_batchnorm", "decoder_channels",
+                        "decoder_pab_channels", "decoder_interpolation", "encoder_weights"}),
+    "pan": frozenset({*_SMP_COMMON, "encoder_output_stride", "decoder_channels", "decoder_interpolation",
+                      "upsampling", "encoder_weights"}),
+    "pspnet": frozenset({*_SMP_COMMON, "psp_out_channels", "decoder_use_norm", "psp_use_batchnorm", "psp_dropout",
+                         "upsampling", "encoder_weights"}),
+    "segformer": frozenset({*_SMP_COMMON, "decoder_segmentation_channels", "upsampling", "encoder_weights"}),
+    "unet": frozenset({*_SMP_COMMON, "decoder_use_norm", "decoder_use_batchnorm", "decoder_channels",
+                       "decoder_attention_type", "decoder_interpolation", "encoder_weights"}),
+    "unetplusplus": frozenset({*_SMP_COMMON, "decoder_use_norm", "decoder_use_batchnorm", "decoder_channels",
+                               "decoder_attention_type", "decoder_interpolation", "encoder_weights"}),
+    "upernet": frozenset({*_SMP_COMMON, "decoder_channels", "decoder_use_norm", "encoder_weights"}),
+    "timm": frozenset({"decoder_dim", "out_indices", "dropout", "drop_rate", "drop_path_rate", "img_size",
+                       "dynamic_img_size", "dynamic_img_pad", "output_stride"}),
+}
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # no "hf-hub:", "local-dir:" or path: nothing to fetch
+
+
+def check_model_file_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A model file's ``diga_config``, checked as untrusted data before anything is built from it.
+
+    The name must be a registered model, the encoder a plain model name (no ``hf-hub:`` /
+    ``local-dir:`` prefix or path, which timm would fetch or read), and every ``kwargs`` key in
+    :data:`MODEL_FILE_KWARGS` for that model. ``encoder_weights`` is dropped (the weights come
+    from the file), so building the model never downloads anything.
+
+    Returns:
+        A copy of ``config`` with ``kwargs`` cleaned, for :func:`model_from_config`.
+
+    Raises:
+        ValueError: the first key or value that is not allowed, and what is.
+
+    Example:
+        >>> check_model_file_config({"name": "unet", "encoder_name": "resnet18", "num_classes": 2,
+        ...                          "kwargs": {"encoder_weights": "imagenet", "encoder_depth": 3}})["kwargs"]
+        {'encoder_depth': 3}
+        >>> check_model_file_config({"name": "timm", "encoder_name": "resnet18", "num_classes": 2,
+        ...                          "kwargs": {"checkpoint_path": "/etc/passwd"}})
+        Traceback (most recent call last):
+        ...
+        ValueError: model config kwargs 'checkpoint_path' is not allowed in a model file for 'timm' ...
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"model config must be a dict like `model.diga_config`, got {type(config).__name__}")
+    name = config.get("name")
+    if not isinstance(name, str) or name.lower() not in list_models():
+        raise ValueError(f"model config 'name' must be one of {list_models()}, got {name!r}")
+    encoder = config.get("encoder_name", config.get("encoder"))
+    if encoder is not None and (not isinstance(encoder, str) or not _PLAIN_NAME.fullmatch(encoder)):
+        raise ValueError(f"model config 'encoder_name' must be a plain model name (letters, digits, '_', '-', '.'; "
+                         f"no hub prefix or path), got {encoder!r}")
+    kwargs = config.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"model config 'kwargs' must be a dict, got {type(kwargs).__name__}")
+    allowed = MODEL_FILE_KWARGS.get(name.lower(), frozenset())
+    for key in kwargs:
+        if key not in allowed:
+            raise ValueError(
+                f"model config kwargs {key!r} is not allowed in a model file for {name.lower()!r} (a model file "
+                f"may carry architecture settings only: {sorted(allowed) or 'none'}; see MODEL_FILE_KWARGS)"
+            )
+    return {**config, "kwargs": {k: v for k, v in kwargs.items() if k != "encoder_weights"}}
 
 def list_models() -> list[str]:
     """Names :func:`create_model` accepts, sorted.
@@ -167,6 +253,7 @@ def model_from_config(config: Mapping[str, Any]) -> nn.Module:
     kwargs = config.get("kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"`config['kwargs']` must be a dict, got {type(kwargs).__name__}")
+    kwargs = {k: v for k, v in kwargs.items() if k != "encoder_weights"}  # weights: from a checkpoint, never fetched
     return create_model(
         config["name"], num_classes=config["num_classes"],
         encoder_name=config.get("encoder_name", config.get("encoder")), pretrained=False, **kwargs,

@@ -223,3 +223,16 @@ class TestSaveLabel:
             save_label(tmp_path / "a.png", torch.zeros(2, 2, dtype=torch.long), palette=[(0, 0)])
         with pytest.raises(ValueError, match="palette"):
             save_label(tmp_path / "a.png", torch.zeros(2, 2, dtype=torch.long), palette=[(0, 0, 300)])
+
+
+def test_save_label_on_a_full_disk_names_the_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import diga._io as private_io
+    from diga._io import WriteError
+    from tests.engine.test_checkpoint import full_disk_after
+
+    save_label(tmp_path / "a.png", torch.zeros(4, 4, dtype=torch.long))
+    monkeypatch.setattr(private_io, "_open_temp", full_disk_after(10))
+    with pytest.raises(WriteError, match=r"cannot write .*a.png: No space left on device \(the previous file"):
+        save_label(tmp_path / "a.png", torch.ones(64, 64, dtype=torch.long))
+    assert load_label(tmp_path / "a.png").tolist() == [[0] * 4] * 4
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]

@@ -101,3 +101,56 @@ def test_checkpoints_of_earlier_versions_still_load(tmp_path):
     path = tmp_path / "old.pt"
     torch.save({"config": {"versions": {"torch": torch.__version__}}}, path)
     assert load_checkpoint(path)["config"]["versions"]["torch"] == str(torch.__version__)
+
+
+def test_json_is_strict_undefined_numbers_are_null(tmp_path):
+    """NaN (an IoU of a class never seen) is not JSON: every reader must be able to load what diga writes."""
+    import numpy as np
+
+    atomic_write_json(tmp_path / "r.json", {"miou": float("nan"), "iou": torch.tensor([0.5, float("nan")]),
+                                            "loss": float("-inf"), "n": np.float32(np.inf), "ok": 1.5})
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    data = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
+    assert data == {"miou": None, "iou": [0.5, None], "loss": None, "n": None, "ok": 1.5}
+
+
+def full_disk_after(limit: int):
+    """A temp-file factory whose writes fail as a full disk does once ``limit`` bytes are written."""
+    import errno
+    import os
+
+    import diga._io as io_module
+
+    class Full(io_module._TempFile):
+        written = 0
+
+        def write(self, data):
+            if self.written + len(data) > limit:
+                try:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                except OSError as err:
+                    self.error = self.error or err
+                    raise
+            self.written += len(data)
+            return super().write(data)
+
+    return lambda fd: Full(fd, "wb")
+
+
+def test_a_full_disk_inside_torch_save_is_a_write_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """torch.save's zip writer swallows the OSError ("unexpected pos"): the error still names the file and cause."""
+    import diga._io as io_module
+    from diga.engine.checkpoint import WriteError
+
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"w": torch.zeros(10)}, path)
+    monkeypatch.setattr(io_module, "_open_temp", full_disk_after(1000))
+    with pytest.raises(WriteError, match=r"cannot write .*ckpt.pt: No space left on device \(the previous file"):
+        atomic_save({"w": torch.zeros(100_000)}, path)
+    with pytest.raises(WriteError, match=r"cannot write .*r.json: No space left on device"):
+        atomic_write_json(tmp_path / "r.json", {"x": "y" * 5000})
+    assert torch.equal(load_checkpoint(path)["w"], torch.zeros(10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
