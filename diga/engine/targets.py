@@ -215,10 +215,9 @@ def evaluate_targets(
             ``class_names`` differ from the model's, ``classes`` out of range.
 
     Example:
-        >>> import segmentation_models_pytorch as smp
-        >>> net = smp.Unet("resnet18", encoder_weights=None, classes=2, encoder_depth=3,
-        ...                decoder_channels=(16, 8, 8))
-        >>> adapter = Adapter(net, num_classes=2).eval()
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(4, 2, 1))
+        >>> adapter = Adapter(net, num_classes=2, feature_layer="1").eval()
         >>> g = torch.Generator().manual_seed(0)
         >>> def items(n, h, w):
         ...     return [(torch.rand(3, h, w, generator=g), torch.randint(0, 2, (h, w), generator=g))

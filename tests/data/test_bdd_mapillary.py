@@ -4,7 +4,9 @@ scripts' evaluation resize, pseudo-labels, wrong roots and bad arguments."""
 
 from __future__ import annotations
 
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +116,19 @@ class TestMapillaryTable:
     def test_every_cityscapes_class_is_reached(self):
         assert sorted(set(MAPILLARY_V12_TO_CITYSCAPES.values())) == list(range(19))
         assert len(MAPILLARY_V12_TO_CITYSCAPES) == 25 and max(MAPILLARY_V12_TO_CITYSCAPES) < 66
+
+    def test_the_docs_table_is_the_same(self):
+        # docs/api/data.md spells the table out by name, "Name (id)"; it must say what the code does.
+        text = (Path(__file__).resolve().parents[2] / "docs" / "api" / "data.md").read_text()
+        rows = re.findall(r"^\| (\d+ [a-z ]+|ignored \(255\)) \| (.+) \|$", text, re.M)
+        documented = {}
+        for city, cell in rows:
+            target = None if city.startswith("ignored") else city.split(" ", 1)[1]
+            assert target is None or CITYSCAPES_CLASSES.index(target) == int(city.split(" ")[0])
+            for name, raw_id in re.findall(r"([^,]+?) \((\d+)\)(?:, |$)", cell):
+                assert MAPILLARY_V12_CLASSES[int(raw_id)] == name
+                documented[name] = target
+        assert documented == V12_TO_CITYSCAPES_BY_NAME
 
     def test_loaded_labels_follow_the_table(self, tmp_path):
         make_mapillary(tmp_path, count=1, sizes=((2, 40),))
