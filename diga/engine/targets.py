@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
@@ -94,7 +94,7 @@ class EvalTarget:
     """
 
     name: str
-    dataset: Any
+    dataset: Any = field(repr=False)
     size: tuple[int, int] | None = None
     scales: tuple[float, ...] = (1.0, 0.5)
     classes: tuple[int, ...] | None = None
@@ -188,7 +188,8 @@ def evaluate_targets(
     """Evaluate one model on each target with :func:`~diga.engine.evaluate`: one row per target.
 
     Each target's IoU is dataset-wide (one confusion matrix per target, summed over
-    ranks under ``torch.distributed``); undefined IoUs are as :func:`~diga.engine.evaluate`
+    ranks under ``torch.distributed``, where every rank must call this and gets the
+    same result); undefined IoUs are as :func:`~diga.engine.evaluate`
     gives them: a class in neither the labels nor the predictions of a target has IoU
     NaN there and is left out of that target's mIoU. The mean over targets is the plain
     mean of their mIoUs, each target counting once whatever its size; it is NaN when a

@@ -4,6 +4,7 @@ scripts' evaluation resize, pseudo-labels, wrong roots and bad arguments."""
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -296,6 +297,11 @@ class TestMapillary:
             assert torch.equal(item["image"], EvalResize((16, 20))(ref["image"])[0])
         batch = next(iter(DataLoader(data, batch_size=3)))
         assert batch["image"].shape == (3, 3, 16, 20) and batch["label"].shape == (3, 16, 20)
+
+    def test_pickles_for_loader_workers(self, vistas):
+        data = Mapillary(vistas.root, size=(8, 12), transform=RandomHorizontalFlip(), seed=3)
+        clone = pickle.loads(pickle.dumps(data))
+        assert all(torch.equal(data[1][k], clone[1][k]) for k in ("image", "label"))
 
     def test_list_file_and_pseudo_labels(self, vistas, tmp_path):
         lines = [vistas.names[1], vistas.names[0]]  # mapillary_list/val.txt: keys without suffix

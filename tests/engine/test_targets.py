@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 
 import pytest
 import torch
@@ -145,10 +146,12 @@ class TestEvaluateTargets:
             return [(torch.rand(3, 8, 8), torch.zeros(8, 8, dtype=torch.long))]
 
         target = EvalTarget("lazy", factory, size=(4, 4))
-        assert not calls
+        assert not calls and "function" not in repr(target)  # the dataset is not in the repr
+        assert repr(target).startswith("EvalTarget(name='lazy', size=(4, 4), scales=(1.0, 0.5)")
         result = evaluate_targets(constant_adapter, [target])
         assert calls == [1] and result["targets"]["lazy"]["images"] == 1
-        assert target.build()[0]["label"].shape == (4, 4)
+        built = pickle.loads(pickle.dumps(target.build()))  # for loader workers
+        assert built[0]["label"].shape == (4, 4) and built[0]["image"].shape == (3, 4, 4)
 
     def test_bad_input(self, constant_adapter, roots):
         city, _, _ = roots
