@@ -34,7 +34,7 @@ class TestCreateModel:
     def test_list_models(self):
         names = list_models()
         assert names == sorted(names)
-        assert set(SMP_NAMES) | {"deeplabv2", "timm"} <= set(names)
+        assert set(SMP_NAMES) | {"daformer", "deeplabv2", "hrnet_ocr", "timm"} <= set(names)
 
     @pytest.mark.parametrize(
         ("name", "encoder", "kwargs", "cls"),
