@@ -12,13 +12,16 @@ from diga._checks import check_number
 from diga.engine.loop import backward_step, poly_schedule
 from diga.models import param_groups
 
-__all__ = ["OptimConfig", "autocast_context", "make_optimizer", "optimizer_step"]
+__all__ = ["LR_SCHEDULES", "OptimConfig", "autocast_context", "make_optimizer", "optimizer_step", "rise_schedule"]
+
+#: Learning-rate schedules of a stage: the poly decay, or a linear rise over the whole stage.
+LR_SCHEDULES = ("poly", "rise")
 
 
 @dataclass
 class OptimConfig:
     """Optimiser and schedule of one stage (the paper: SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9,
-    head at 10x)."""
+    head at 10x). ``schedule``: ``"poly"`` or ``"rise"`` (:data:`LR_SCHEDULES`)."""
 
     optimizer: str = "sgd"
     lr: float = 2.5e-4
@@ -26,8 +29,11 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     power: float = 0.9
+    schedule: str = "poly"
 
     def __post_init__(self) -> None:
+        if self.schedule not in LR_SCHEDULES:
+            raise ValueError(f"`schedule` must be one of {LR_SCHEDULES}, got {self.schedule!r}")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"`optimizer` must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
         check_number(self.lr, "lr", low=0, low_open=True)
@@ -35,8 +41,29 @@ class OptimConfig:
         check_number(self.power, "power", low=0)
 
 
+def rise_schedule(optimizer: torch.optim.Optimizer, total_steps: int):
+    """A linear rise from 0 to the learning rate over the whole stage: ``lr * step / total``.
+
+    What the SYNTHIA warm-up script runs: it calls ``poly_lr_scheduler_warm(base_lr, i_iter,
+    60000, 0.9)``, whose positional parameters are ``(base_lr, iter, warmup, max_iter, power)``,
+    so its "warm-up" lasts the whole 60000 iterations (docs/recipes.md).
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> sched = rise_schedule(opt, 4)
+        >>> [round(g["lr"], 2) for g in opt.param_groups], sched.get_last_lr()
+        ([0.0], [0.0])
+        >>> for _ in range(2):
+        ...     opt.step(); sched.step()
+        >>> sched.get_last_lr()
+        [0.5]
+    """
+    total = max(1, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(step, total) / total)
+
+
 def make_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int):
-    """Optimiser over the encoder (lr) and the rest (lr x head_lr_mult), with a poly schedule."""
+    """Optimiser over the encoder (lr) and the rest (lr x head_lr_mult), with ``cfg.schedule``'s schedule."""
     groups = param_groups(model, cfg.lr, head_lr_mult=cfg.head_lr_mult)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -44,6 +71,8 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int):
         opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "rise":
+        return opt, rise_schedule(opt, total_steps)
     return opt, poly_schedule(opt, total_steps, cfg.power)
 
 

@@ -15,14 +15,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from diga._wrap import unwrap_model
-from diga.adapter import AblationOptions, Adapter
+from diga.adapter import Adapter, setting_defaults
 from diga.augment import StrongPhotometric
 from diga.engine.checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from diga.engine.distributed import DistInfo, wrap_ddp
 from diga.engine.plots import line_plot, save_png
 from diga.engine.recipes import Recipe, StageRecipe
 from diga.engine.stages import evaluate, generate_pseudo_labels, stage_checkpoint, train_stage
+from diga.engine.targets import EvalTarget, evaluate_targets
 from diga.inference import export_model
+from diga.losses import OhemCELoss
 
 #: The model file a run leaves in its work dir (safetensors: weights and metadata, no code).
 MODEL_FILE = "model.safetensors"
@@ -39,23 +41,31 @@ class DataSpec:
             scale is ``"low"`` (resized to the recipe's low size first) or ``"high"``,
             stage the :class:`StageRecipe` being trained.
         target: ``(scale, stage, pseudo_label_dir or None) -> dataset`` of unlabelled
-            target training crops (with pseudo-labels when a folder is given).
+            target training crops (with pseudo-labels when a folder is given); None for
+            domain generalisation (no target images). In the semi-supervised setting the
+            source is the labelled split and the target the unlabelled one.
         target_full: the target training images at full size, no random
-            transform (pseudo-labels are generated on these, named by item).
-        target_centroid: the target training images at the centroid pass's size.
+            transform (pseudo-labels are generated on these, named by item); None without a target.
+        target_centroid: the target training images at the centroid pass's size (semi-supervised:
+            every training image, labelled or not, as the scripts); None without a target.
         val: labelled target validation images at full size, or None.
         classes: class names; palette: their colours.
         eval_classes: a subset whose mean is reported too (SYNTHIA's 13).
+        eval_targets: ``() -> [EvalTarget, ...]``: several labelled evaluation sets, each at its own
+            size (domain generalisation: Cityscapes, BDD100k, Mapillary); when given, each stage is
+            evaluated on every one (one row per target and their mean, :func:`~diga.engine.evaluate_targets`)
+            instead of on ``val``.
     """
 
     source: Callable[[str, StageRecipe], Dataset]
-    target: Callable[[str, StageRecipe, Path | None], Dataset]
-    target_full: Callable[[], Dataset]
-    target_centroid: Callable[[], Dataset]
+    target: Callable[[str, StageRecipe, Path | None], Dataset] | None
+    target_full: Callable[[], Dataset] | None
+    target_centroid: Callable[[], Dataset] | None
     val: Callable[[], Dataset] | None
     classes: Sequence[str]
     palette: Sequence[Sequence[int]]
     eval_classes: Sequence[int] | None = None
+    eval_targets: Callable[[], Sequence[EvalTarget]] | None = None
 
 
 def versions() -> dict[str, str]:
@@ -90,20 +100,29 @@ def device_name(device: torch.device) -> str:
 
 
 def _augment(stage: StageRecipe) -> StrongPhotometric:
-    return StrongPhotometric(beta=stage.beta, jitter_p=stage.jitter_p, grayscale_p=stage.grayscale_p)
+    return StrongPhotometric(beta=stage.beta, jitter_p=stage.jitter_p, grayscale_p=stage.grayscale_p,
+                             sharpness_p=stage.sharpness_p)
 
 
 def build_adapter(model: nn.Module, recipe: Recipe, *, translator=None, dist: DistInfo | None = None,
                   **adapter_kwargs: Any) -> Adapter:
-    """An :class:`Adapter` set up with a recipe's weights, momenta and augmentations, on ``dist.device``
-    (DDP-wrapped for training when there is more than one rank). The recipe's ``mixed_view_ce`` replaces
-    that of an ``ablation`` given in ``adapter_kwargs``."""
-    ablation = adapter_kwargs.pop("ablation", None) or AblationOptions()
-    adapter_kwargs["ablation"] = replace(ablation, mixed_view_ce=recipe.mixed_view_ce)
+    """An :class:`Adapter` set up with a recipe's setting, weights, loss, momenta and augmentations, on
+    ``dist.device`` (DDP-wrapped for training when there is more than one rank). The recipe's
+    ``mixed_view_ce`` replaces that of an ``ablation`` given in ``adapter_kwargs`` (default: the setting's);
+    outside ``"uda"`` there is no cross-domain mix (nothing is translated)."""
+    ablation = adapter_kwargs.pop("ablation", None) or setting_defaults(recipe.setting)["ablation"]
+    changes: dict[str, Any] = {"mixed_view_ce": recipe.mixed_view_ce}
+    if recipe.setting != "uda":
+        changes["cross_domain_mix"] = False
+    adapter_kwargs["ablation"] = replace(ablation, **changes)
+    if recipe.seg_loss == "ohem":
+        adapter_kwargs.setdefault("seg_loss", OhemCELoss(threshold=0.7, min_kept=100_000))
+    self_trains = recipe.rounds > 0
     adapter = Adapter(
-        model, recipe.num_classes, translator=translator,
-        augment=_augment(recipe.warmup), st_augment=_augment(recipe.self_training),
-        kd_weight=recipe.warmup.kd_weight, st_kd_weight=recipe.self_training.kd_weight,
+        model, recipe.num_classes, setting=recipe.setting, translator=translator,
+        augment=_augment(recipe.warmup), st_augment=_augment(recipe.self_training) if self_trains else None,
+        kd_weight=recipe.warmup.kd_weight, st_kd_weight=recipe.self_training.kd_weight if self_trains else None,
+        aux_weight=recipe.aux_weight,
         teacher_momentum=recipe.teacher_momentum, teacher_ramp=recipe.teacher_ramp,
         teacher_buffers=recipe.teacher_buffers, centroid_momentum=recipe.centroid_momentum,
         select_with=recipe.select_with, **adapter_kwargs,
@@ -115,6 +134,11 @@ def build_adapter(model: nn.Module, recipe: Recipe, *, translator=None, dist: Di
     return adapter
 
 
+def _optim(recipe: Recipe, stage: StageRecipe):
+    """The recipe's optimiser with the stage's learning-rate schedule."""
+    return replace(recipe.optim, schedule=stage.lr_schedule)
+
+
 def _composition(make: Callable[[str], Dataset], stage: StageRecipe) -> list[tuple[Dataset, int]]:
     """The paper's batch: ``batch_low`` low-scale crops then ``batch_high`` full-scale crops."""
     return [(make(scale), n) for scale, n in (("low", stage.batch_low), ("high", stage.batch_high)) if n]
@@ -122,6 +146,10 @@ def _composition(make: Callable[[str], Dataset], stage: StageRecipe) -> list[tup
 
 def _evaluate(adapter: Adapter, data: DataSpec, recipe: Recipe, dist: DistInfo, amp, num_workers: int,
               show_progress: bool):
+    if data.eval_targets is not None:
+        result = evaluate_targets(adapter, data.eval_targets(), dist=dist, amp=amp, num_workers=num_workers,
+                                  show_progress=show_progress and dist.is_main)
+        return {"miou": result["mean_miou"], **result}  # "miou": the mean over targets, for the stage plot
     if data.val is None:
         return None
     result = evaluate(
@@ -165,6 +193,10 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Warm-up, then ``recipe.rounds`` x (pseudo-labels, centroids, self-training), then evaluation.
 
+    Domain generalisation (``recipe.setting == "dg"``): the warm-up alone, on the source alone
+    (``data.target`` is None), evaluated on every target of ``data``. Semi-supervised
+    (``"ssl"``): ``data.source`` is the labelled split and ``data.target`` the unlabelled one.
+
     Every stage leaves its product in ``work_dir`` (``checkpoints/warmup_final.pt``,
     ``pseudo_round<r>/``, ``checkpoints/centroids_round<r>.pt``,
     ``checkpoints/self_training_<r>_final.pt``): a restarted run skips finished
@@ -181,6 +213,9 @@ def run_pipeline(
     Returns:
         The results dictionary written to ``results.json``.
     """
+    if (data.target is None) != (recipe.rounds == 0 and recipe.setting == "dg"):
+        raise ValueError(f"`data.target` must be None exactly for domain generalisation (setting='dg'); got "
+                         f"{'None' if data.target is None else 'a target'} for setting={recipe.setting!r}")
     dist = dist or DistInfo(0, 1, 0, torch.device("cpu"))
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +231,7 @@ def run_pipeline(
     }
     adapter = build_adapter(model, recipe, translator=translator, dist=dist, **(adapter_kwargs or {}))
     common = dict(
-        optim=recipe.optim, work_dir=work_dir, seed=seed, dist=dist, amp=amp, num_workers=num_workers,
+        work_dir=work_dir, seed=seed, dist=dist, amp=amp, num_workers=num_workers,
         log_every=recipe.log_every, checkpoint_every=recipe.checkpoint_every,
         image_every=recipe.image_every, palette=data.palette, resume=resume,
         show_progress=show_progress, config=run_info,
@@ -231,9 +266,10 @@ def run_pipeline(
         adapter.load_state_dict(load_checkpoint(final, map_location=dist.device)["adapter"])
     else:
         train_stage(
-            adapter, stage="warmup", name="warmup", steps=recipe.warmup.steps,
+            adapter, stage="warmup", name="warmup", steps=recipe.warmup.steps, optim=_optim(recipe, recipe.warmup),
             source=_composition(lambda s: data.source(s, recipe.warmup), recipe.warmup),
-            target=_composition(lambda s: data.target(s, recipe.warmup, None), recipe.warmup),
+            target=None if data.target is None else _composition(
+                lambda s: data.target(s, recipe.warmup, None), recipe.warmup),
             **common,
         )
     record("warmup")
@@ -254,6 +290,7 @@ def run_pipeline(
         else:
             train_stage(  # its first step restarts the teacher from the student (Adapter docstring)
                 adapter, stage="self_training", name=name, steps=recipe.self_training.steps,
+                optim=_optim(recipe, recipe.self_training),
                 stop_on_collapse=stop_on_collapse,
                 source=_composition(lambda s: data.source(s, recipe.self_training), recipe.self_training),
                 target=_composition(

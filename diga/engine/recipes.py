@@ -1,9 +1,14 @@
-"""Training recipes: the paper's GTA5/SYNTHIA -> Cityscapes settings, and tiny CPU presets.
+"""Training recipes: the paper's three settings as its scripts run them, and tiny CPU presets.
+
+* ``gta5``, ``synthia``: unsupervised adaptation to Cityscapes (``domain_adaptation/{GTA5,Synthia}/``);
+* ``gta5_dg``: domain generalisation, trained on GTA5 alone and evaluated on Cityscapes, BDD100k
+  and Mapillary (``domain_generalization/train_DiGA_DG.py``, ``evaluate_val.py``);
+* ``cityscapes_ssl``: semi-supervised Cityscapes, 1/16 of the training images labelled by
+  default, HRNet-W48 + OCR (``semi-supervised_segmentation/train_DiGA_semiseg_*.py``).
 
 Every number of the ``paper`` presets is read from the public DiGA scripts
-(fy-vision/DiGA, ``domain_adaptation/{GTA5,Synthia}/train_DiGA_*.py``,
-``pseudolabel_generator.py``, ``calc_centroids.py``); docs/recipes.md lists
-them beside the paper's reported mIoU.
+(fy-vision/DiGA); docs/recipes.md lists them beside the paper's values and says
+where we deliberately differ.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from diga.engine.optim import OptimConfig
+from diga.engine.optim import LR_SCHEDULES, OptimConfig
 
 __all__ = ["Recipe", "StageRecipe", "get_recipe", "list_recipes"]
 
@@ -23,8 +28,14 @@ class StageRecipe:
     The paper builds each batch from crops of two source scales: ``batch_low``
     images first resized to ``Recipe.source_low_size`` and ``batch_high`` at full
     resolution, each then randomly rescaled and cropped to ``Recipe.crop_size``
-    (the target likewise).
+    (the target likewise). ``lr_schedule``: ``"poly"`` (the scripts' decay) or ``"rise"``
+    (linear from 0 to the learning rate over the whole stage: what the SYNTHIA warm-up
+    script runs, :func:`~diga.engine.optim.make_optimizer`).
     """
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
     steps: int
     batch_low: int
@@ -33,8 +44,10 @@ class StageRecipe:
     beta: float
     jitter_p: float = 0.5
     grayscale_p: float = 0.3
+    sharpness_p: float = 0.3
     source_rescale: bool = True
     target_rescale: bool = True
+    lr_schedule: str = "poly"
 
     @property
     def batch_size(self) -> int:
@@ -43,7 +56,15 @@ class StageRecipe:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A whole DiGA run: warm-up, then ``rounds`` of (pseudo-labels, centroids, self-training)."""
+    """A whole DiGA run: warm-up, then ``rounds`` of (pseudo-labels, centroids, self-training).
+
+    ``setting`` is the Adapter's (``"uda"``, ``"dg"``: the warm-up alone, ``rounds=0``;
+    ``"ssl"``: the labelled split is the source, the unlabelled split the target);
+    ``model``/``encoder`` the scripts' network; ``seg_loss`` ``"ce"`` or ``"ohem"``
+    (:class:`~diga.OhemCELoss`, threshold 0.7, 100000 pixels kept at least);
+    ``aux_weight`` the auxiliary head's weight for models with one; ``labelled_fraction``
+    the semi-supervised split (``"1/16"``).
+    """
 
     name: str
     num_classes: int
@@ -69,6 +90,20 @@ class Recipe:
     log_every: int = 50
     image_every: int = 500
     paper_miou: float | None = None
+    setting: str = "uda"
+    model: str = "deeplabv2"
+    encoder: str = "resnet101"
+    seg_loss: str = "ce"
+    aux_weight: float = 0.1
+    labelled_fraction: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.seg_loss not in ("ce", "ohem"):
+            raise ValueError(f"`seg_loss` must be 'ce' or 'ohem', got {self.seg_loss!r}")
+        if self.setting not in ("uda", "dg", "ssl"):
+            raise ValueError(f"`setting` must be 'uda', 'dg' or 'ssl', got {self.setting!r}")
+        if self.setting == "dg" and self.rounds != 0:
+            raise ValueError(f"`rounds` must be 0 for setting='dg' (the warm-up alone), got {self.rounds}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,8 +112,9 @@ class Recipe:
         """A copy with other stage lengths (``None`` keeps the recipe's)."""
         return replace(
             self,
-            warmup=replace(self.warmup, steps=warmup or self.warmup.steps),
-            self_training=replace(self.self_training, steps=self_training or self.self_training.steps),
+            warmup=replace(self.warmup, steps=self.warmup.steps if warmup is None else warmup),
+            self_training=replace(self.self_training,
+                                  steps=self.self_training.steps if self_training is None else self_training),
         )
 
 
@@ -108,11 +144,53 @@ SYNTHIA_PAPER = Recipe(
     source_low_size=(760, 1280),
     target_low_size=(512, 1024),
     warmup=StageRecipe(steps=60_000, batch_low=1, batch_high=3, kd_weight=0.25, beta=0.4,
-                       jitter_p=0.7, grayscale_p=0.1, source_rescale=False, target_rescale=False),
+                       jitter_p=0.7, grayscale_p=0.1, source_rescale=False, target_rescale=False,
+                       lr_schedule="rise"),  # poly_lr_scheduler_warm(base_lr, i_iter, 60000, 0.9): see docs/recipes.md
     self_training=StageRecipe(steps=80_000, batch_low=1, batch_high=2, kd_weight=0.25, beta=0.3,
                               jitter_p=0.5, grayscale_p=0.3),
     optim=_PAPER_OPTIM,
+    seg_loss="ohem",  # OhemCrossEntropy() in both stages
     paper_miou=67.9,
+)
+
+# GTA5 -> {Cityscapes, BDD100k, Mapillary} generalisation: domain_generalization/train_DiGA_DG.py. The warm-up
+# alone: 2 crops from GTA5 resized to 720 x 1280 + 2 from full resolution, both rescaled 0.7-1 and cropped to
+# 512 x 896; the DG script's extra_aug has no sharpness step.
+GTA5_DG_PAPER = Recipe(
+    name="gta5_dg_paper",
+    setting="dg",
+    num_classes=19,
+    crop_size=(512, 896),
+    source_low_size=(720, 1280),
+    target_low_size=None,
+    warmup=StageRecipe(steps=80_000, batch_low=2, batch_high=2, kd_weight=0.5, beta=0.4,
+                       jitter_p=0.5, grayscale_p=0.3, sharpness_p=0.0, source_rescale=True, target_rescale=False),
+    self_training=StageRecipe(steps=0, batch_low=0, batch_high=0, kd_weight=0.0, beta=0.4),  # none: DG
+    rounds=0,
+    optim=_PAPER_OPTIM,
+    eval_size=None,  # each target at the scripts' own size (diga.engine.PAPER_DG_SIZES)
+    centroid_size=None,
+)
+
+# Semi-supervised Cityscapes: semi-supervised_segmentation/train_DiGA_semiseg_{warm_up,self_training}.py. HRNet-W48
+# + OCR, lr 1e-3 on every parameter (no 10x head), poly power 1.0; per loader 1 image resized to 512 x 1024 and 2
+# crops of 512 x 1024 from 1024 x 2048; the unlabelled crops of self-training are rescaled first; one round.
+CITYSCAPES_SSL_PAPER = Recipe(
+    name="cityscapes_ssl_paper",
+    setting="ssl",
+    num_classes=19,
+    crop_size=(512, 1024),
+    source_low_size=(512, 1024),
+    target_low_size=(512, 1024),
+    warmup=StageRecipe(steps=80_000, batch_low=1, batch_high=2, kd_weight=0.5, beta=0.4, jitter_p=0.5,
+                       grayscale_p=0.3, sharpness_p=0.3, source_rescale=False, target_rescale=False),
+    self_training=StageRecipe(steps=80_000, batch_low=1, batch_high=2, kd_weight=0.5, beta=0.4, jitter_p=0.5,
+                              grayscale_p=0.3, sharpness_p=0.3, source_rescale=False, target_rescale=True),
+    rounds=1,
+    optim=OptimConfig(optimizer="sgd", lr=1e-3, head_lr_mult=1.0, momentum=0.9, weight_decay=5e-4, power=1.0),
+    model="hrnet_ocr",
+    encoder="hrnet_w48",
+    labelled_fraction="1/16",
 )
 
 
@@ -125,18 +203,22 @@ def _tiny(base: Recipe) -> Recipe:
         source_low_size=(96, 160),
         target_low_size=(64, 128),
         warmup=replace(base.warmup, steps=4, batch_low=1, batch_high=1),
-        self_training=replace(base.self_training, steps=4, batch_low=1, batch_high=1),
+        self_training=replace(base.self_training, steps=4 if base.rounds else 0, batch_low=1 if base.rounds else 0,
+                              batch_high=1 if base.rounds else 0),
         eval_size=(64, 128),
         centroid_size=(64, 128),
         checkpoint_every=2,
         log_every=1,
         image_every=2,
         optim=replace(base.optim, lr=1e-3),
+        encoder={"resnet101": "resnet18", "hrnet_w48": "hrnet_w18_small"}.get(base.encoder, base.encoder),
     )
 
 
 _RECIPES = {
+    "cityscapes_ssl": {"paper": CITYSCAPES_SSL_PAPER, "tiny": _tiny(CITYSCAPES_SSL_PAPER)},
     "gta5": {"paper": GTA5_PAPER, "tiny": _tiny(GTA5_PAPER)},
+    "gta5_dg": {"paper": GTA5_DG_PAPER, "tiny": _tiny(GTA5_DG_PAPER)},
     "synthia": {"paper": SYNTHIA_PAPER, "tiny": _tiny(SYNTHIA_PAPER)},
 }
 
@@ -145,14 +227,16 @@ def list_recipes() -> list[str]:
     """``benchmark/preset`` names.
 
     Example:
-        >>> list_recipes()
-        ['gta5/paper', 'gta5/tiny', 'synthia/paper', 'synthia/tiny']
+        >>> list_recipes()  # doctest: +NORMALIZE_WHITESPACE
+        ['cityscapes_ssl/paper', 'cityscapes_ssl/tiny', 'gta5/paper', 'gta5/tiny', 'gta5_dg/paper', 'gta5_dg/tiny',
+         'synthia/paper', 'synthia/tiny']
     """
     return [f"{b}/{p}" for b in sorted(_RECIPES) for p in sorted(_RECIPES[b])]
 
 
 def get_recipe(benchmark: str, preset: str = "paper") -> Recipe:
-    """The recipe of a benchmark (``gta5``, ``synthia``) and preset (``paper``, ``tiny``).
+    """The recipe of a benchmark (``gta5``, ``synthia``, ``gta5_dg``, ``cityscapes_ssl``) and preset (``paper``,
+    ``tiny``).
 
     Example:
         >>> r = get_recipe("gta5")
