@@ -21,7 +21,7 @@ from diga._checks import (
 from diga._ops import class_argmax
 from diga._wrap import unwrap_model
 from diga.augment import CrossDomainMix, StrongPhotometric, class_mix_mask, mix_by_mask
-from diga.losses import SegmentationCELoss, SymmetricKDLoss, resize_logits
+from diga.losses import MaskedConsistency, SegmentationCELoss, SymmetricKDLoss, resize_logits
 from diga.metrics import pseudo_label_precision
 from diga.models import FeatureSegmenter, with_features
 from diga.selectors import (
@@ -254,6 +254,10 @@ class Adapter(nn.Module):
         st_kd_weight: lambda of the KD term in self-training (paper 0.25; ``"ssl"``: 0.5).
         aux_weight: weight of the auxiliary head's CE and KD terms (the scripts' 0.1),
             for models with an auxiliary output; ignored otherwise.
+        masked_consistency: a :class:`~diga.MaskedConsistency` (MIC) to add to every self-training
+            step: the target, strongly augmented on its own draw and block-masked, joins the student's
+            forward and learns the EMA teacher's prediction of the clean target, weighted by its
+            quality (part ``mic``). None (default): DiGA as the paper.
         seg_loss: the supervised segmentation loss ``(logits, labels) -> scalar`` of every
             CE term (default :class:`~diga.SegmentationCELoss`; the SYNTHIA recipe passes
             :class:`~diga.OhemCELoss`, as its scripts).
@@ -327,6 +331,7 @@ class Adapter(nn.Module):
         st_kd_weight: float | None = None,
         aux_weight: float = 0.1,
         seg_loss: nn.Module | None = None,
+        masked_consistency: MaskedConsistency | None = None,
         teacher_momentum: float = 0.999,
         teacher_ramp: float = 0.1,
         teacher_buffers: str = "ema",
@@ -368,6 +373,10 @@ class Adapter(nn.Module):
             raise ValueError(f"`ablation` must be an AblationOptions, got {type(ablation).__name__}")
         self.ablation = ablation if ablation is not None else defaults["ablation"]
         self.seg_loss = seg_loss if seg_loss is not None else SegmentationCELoss(ignore_index=ignore_index)
+        if masked_consistency is not None and not isinstance(masked_consistency, MaskedConsistency):
+            raise ValueError(f"`masked_consistency` must be a MaskedConsistency or None, got "
+                             f"{type(masked_consistency).__name__}")
+        self.masked_consistency = masked_consistency
 
         self.student = model if _is_feature_model(model) else with_features(model, feature_layer)
         self.teacher = EMATeacher(self.student, momentum=teacher_momentum, ramp=teacher_ramp, buffers=teacher_buffers,
@@ -796,16 +805,24 @@ class Adapter(nn.Module):
         # One student forward over [source; mixed source; DACS mix]: one forward per backward
         # (what DDP expects) and faster; batch norm sees the 3B images together where the
         # paper's two forwards see 2B and then B.
-        views = torch.cat([source_images, mixed_source, dacs_images])
-        all_logits, _, all_aux = self._forward(self.train_student, views)
-        s_logits, mix_logits = all_logits[: 2 * b], all_logits[2 * b :]
-        s_aux, mix_aux = (None, None) if all_aux is None else (all_aux[: 2 * b], all_aux[2 * b :])
+        views = [source_images, mixed_source, dacs_images]
+        mic = self.masked_consistency
+        if mic is not None:  # MIC: the target on its own strong augmentation, block-masked
+            masked, _ = mic.mask(self.st_augment(target_images, generator=generator), generator=generator)
+            views.append(masked)
+        all_logits, _, all_aux = self._forward(self.train_student, torch.cat(views))
+        s_logits, mix_logits = all_logits[: 2 * b], all_logits[2 * b : 3 * b]
+        s_aux, mix_aux = (None, None) if all_aux is None else (all_aux[: 2 * b], all_aux[2 * b : 3 * b])
         parts: dict[str, Tensor] = {}
         ce_source = self._supervised(parts, "ce_source", s_logits[:b], None if s_aux is None else s_aux[:b],
                                      source_labels)
         ce_mix = self._supervised(parts, "ce_mix", mix_logits, mix_aux, dacs_labels)
         kd = self._distil(parts, (s_logits, s_aux), (t_logits, t_aux), source_labels)
         loss = ce_source + ce_mix + self.st_kd_weight * kd
+        if mic is not None:
+            mic_loss = mic(all_logits[3 * b :], tt_logits)
+            parts["mic"] = mic_loss.detach()
+            loss = loss + mic_loss
         self.step += 1
         self.stage_step += 1
 
