@@ -52,7 +52,7 @@ import pytest
 import torch
 from _harness import RESULTS_DIR, RUN_RESULTS_DIR, write_rows
 
-from diga import AblationOptions, ClassBalancedSelector, ConfidenceThresholdSelector
+from diga import AblationOptions, ClassBalancedSelector, ConfidenceThresholdSelector, MaskedConsistency
 from diga.data import SHIFT_KINDS
 from diga.demo import DemoConfig, ShiftExperiment
 from diga.engine.checkpoint import atomic_write_json
@@ -109,6 +109,9 @@ SELECTORS = [
      "default), offline", dict, False),
     ("st_dynamic_fixed", "self-training, dynamic selection fixed at the stage start (select_with='labeller'), "
      "offline", lambda: {"select_with": "labeller"}, False),
+    ("st_dynamic_mic", "self-training, dynamic selection + masked image consistency (MIC: 8-px blocks, MIC's 64 px "
+     "of a 512 crop scaled to these 64-px-wide items; ratio 0.7, weight 1), offline",
+     lambda: {"masked_consistency": MaskedConsistency(block_size=8)}, False),
     ("st_threshold_0.5", "self-training, confidence threshold 0.5, offline",
      lambda: {"selector": ConfidenceThresholdSelector(threshold=0.5)}, False),
     ("st_threshold_0.7", "self-training, confidence threshold 0.7, offline",
