@@ -57,7 +57,9 @@ HEADER = """# Benchmarks
 
 Speed and memory of diga's components against the paper's style, the cost of a
 whole DiGA step over the model passes it must make, the recipes' throughput, and
-the paper's ablation on the built-in domain shift. Run them yourself:
+the paper's ablation on the built-in domain shift. What the quality tables show,
+question by question, and what each measurement changes for a user:
+[findings.md](findings.md). Run them yourself:
 
 ```bash
 pytest benchmarks/                    # quick mode: small shapes (1 CPU thread), regression guards; results
