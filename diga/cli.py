@@ -21,8 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from diga._ops import class_argmax
+from diga.engine.preflight import device_flag, integer, real
 
-__all__ = ["cli_markdown", "main", "make_parser", "run"]
+__all__ = ["SAFETY_CASES", "cli_markdown", "main", "make_parser", "run"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag ending in one line (``diga: error: ...``, exit status 2) instead of the usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise SystemExit(f"{message} (see `{self.prog} --help`)")
+
+
+def _scales(p) -> None:
+    p.add_argument("--scales", type=real(low=0, low_open=True, high=8), nargs="+", default=[1.0, 0.5],
+                   help="multi-scale max fusion factors, each in (0, 8] (default: 1.0 0.5, as the paper)")
 
 
 # ---------------------------------------------------------------------------------------- adapt
@@ -41,7 +54,9 @@ def _add_adapt(sub) -> None:
                "plots); pseudo_round<r>/ (pseudo-label PNGs); checkpoints/*.pt (what --resume continues from, "
                "read as plain data only: weights_only); .diga.lock (held while the run lives). Every file is "
                "written to a temp name and renamed, so a killed run leaves each whole: rerun the same command "
-               "with --resume and it ends as an uninterrupted run would.",
+               "with --resume and it ends as an uninterrupted run would (--resume refuses another setting, "
+               "naming it; logging and speed flags may differ). Before training: --work-dir must lie outside "
+               "every input, and every label file is checked (size, channels, values).",
     )
     d = p.add_argument_group("data (folders)")
     d.add_argument("--source-images", help="folder of source images (nested folders are fine)")
@@ -49,12 +64,14 @@ def _add_adapt(sub) -> None:
     d.add_argument("--target-images", help="folder of unlabelled target images")
     d.add_argument("--target-val-images", help="folder of labelled target images for evaluation (optional)")
     d.add_argument("--target-val-labels", help="their labels (optional)")
-    d.add_argument("--num-classes", type=int, help="number of classes C (required for folders)")
+    d.add_argument("--num-classes", type=integer(low=1, high=255), help="number of classes C, 1 to 255 "
+                   "(label PNGs are 8-bit with 255 = ignore; required for folders)")
     d.add_argument("--classes", help="class names: comma-separated, or a text file with one per line")
     d.add_argument("--source-label-map", help="JSON/YAML file mapping raw source label values to class ids")
     d.add_argument("--target-label-map", help="JSON/YAML file mapping raw validation label values to ids")
-    d.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"),
-                   help="training crop (default: the preset's: 512 896 paper, 64 96 tiny)")
+    d.add_argument("--crop-size", type=integer(low=1), nargs=2, metavar=("H", "W"),
+                   help="training crop; smaller images are padded to it (image with zeros, label with 255) "
+                        "(default: the preset's: 512 896 paper, 64 96 tiny)")
     n = p.add_argument_group("data (named datasets)")
     n.add_argument("--source", choices=("folder", "gta5", "synthia"), default="folder",
                    help="source dataset kind (default: %(default)s)")
@@ -65,42 +82,27 @@ def _add_adapt(sub) -> None:
 
 
 def _class_names(spec: str | None, num_classes: int) -> list[str]:
+    """``--classes``: a text file with one name a line, or comma-separated names; distinct, one per class."""
     if spec is None:
         return [f"class{i}" for i in range(num_classes)]
     path = Path(spec)
-    names = path.read_text().split() if path.is_file() else [s.strip() for s in spec.split(",") if s.strip()]
+    if path.is_file():
+        try:
+            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"--classes {spec}: cannot read it as a text file of class names ({err})") from err
+    elif path.suffix.lower() in (".txt", ".names", ".csv") or "/" in spec:
+        raise FileNotFoundError(f"--classes file not found: {spec} (expected a text file, one name a line, or "
+                                "comma-separated names)")
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
     if len(names) != num_classes:
-        raise SystemExit(f"--classes must name {num_classes} classes (--num-classes), got {len(names)}: {names}")
+        raise ValueError(f"--classes must name {num_classes} classes (--num-classes), got {len(names)}: {names}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"--classes names {repeated[0]!r} more than once; expected {num_classes} distinct names "
+                         "(results are keyed by name)")
     return names
-
-
-def _check_folders(args: argparse.Namespace, recipe, names: Sequence[str]) -> None:
-    """Read every folder's file list now (pairing, empty folders) and check the crop fits the images."""
-    from PIL import Image
-
-    from diga.data import SegmentationFolder
-
-    kinds = [("--source-images", args.source_images, args.source_labels, args.source_label_map),
-             ("--target-images", args.target_images, None, None)]
-    if args.target_val_images is not None:
-        kinds.append(("--target-val-images", args.target_val_images, args.target_val_labels, args.target_label_map))
-    crop = tuple(recipe.crop_size)
-    for flag, images, labels, label_map in kinds:
-        folder = SegmentationFolder(images, labels, label_map=label_map, classes=names)
-        if flag == "--target-val-images":
-            continue
-        for sample in folder.samples:
-            try:
-                with Image.open(sample.image) as img:
-                    w, h = img.size
-            except (OSError, ValueError) as err:
-                raise ValueError(f"cannot read image file {str(sample.image)!r}: corrupt or not an image "
-                                 f"({err})") from err
-            if h < crop[0] or w < crop[1]:
-                raise ValueError(
-                    f"--crop-size {crop[0]} {crop[1]} is larger than {flag} image {str(sample.image)!r} "
-                    f"({h} x {w}); expected a crop no larger than every training image"
-                )
 
 
 def _folder_data(args: argparse.Namespace, recipe):
@@ -156,8 +158,6 @@ def _run_adapt(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("diga adapt with folders needs " + ", ".join("--" + m.replace("_", "-") for m in missing))
     if (args.target_val_images is None) != (args.target_val_labels is None):
         raise SystemExit("--target-val-images and --target-val-labels go together")
-    if args.num_classes < 1:
-        raise SystemExit(f"--num-classes must be at least 1, got {args.num_classes}")
 
     def make_data(a, recipe):
         return _folder_data(a, recipe)
@@ -169,29 +169,40 @@ def _run_adapt(args: argparse.Namespace) -> dict[str, Any]:
             recipe = replace(recipe, crop_size=tuple(args.crop_size))
         return recipe
 
-    names = _class_names(args.classes, args.num_classes)
-    _check_folders(args, adjust(trainer_cli.resolve_recipe(args, "gta5")), names)
-    return trainer_cli.run_trainer(args, benchmark="gta5", make_data=make_data, adjust_recipe=adjust)
+    _class_names(args.classes, args.num_classes)  # checked now, before the work dir is touched
+    flags = {"source": ("--source-images", "--source-labels"), "target": ("--target-images", "--target-images"),
+             "val": ("--target-val-images", "--target-val-labels")}
+    return trainer_cli.run_trainer(args, benchmark="gta5", make_data=make_data, adjust_recipe=adjust,
+                                   data_flags=flags)
 
 
 # -------------------------------------------------------------------------------------- predict
 def _add_predict(sub) -> None:
+    from diga.engine.trainer_cli import add_sliding_args
+
     p = sub.add_parser("predict", help="label images with a trained model (label PNGs, optional overlays)",
                        description="Writes <out>/<relative path>.png (class ids, palette PNG) for every image "
-                                   "given or found under the folders given.")
+                                   "given or found under the folders given. --out must lie outside the model "
+                                   "and the images, and two inputs may not share an output name (a.png and "
+                                   "a.jpg): both are refused before anything is read.")
     p.add_argument("model", help="a model file written by training (<work-dir>/model.safetensors) or diga export")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5],
-                   help="multi-scale max fusion factors (default: 1.0 0.5, as the paper)")
+    _scales(p)
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png: image and colours "
                    "blended half and half")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward, among same-size images "
-                   "(default: %(default)s)")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
+    p.add_argument("--batch-size", type=integer(low=1), default=4, help="images per forward, among same-size "
+                   "images; windows per forward with --slide (default: %(default)s)")
+    _add_device(p)
+    add_sliding_args(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_allow_pickle(p)
     p.set_defaults(func=_run_predict)
+
+
+def _add_device(p) -> None:
+    p.add_argument("--device", type=device_flag, default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N', "
+                   "checked before anything is read (default: %(default)s)")
 
 
 def _add_allow_pickle(p) -> None:
@@ -201,17 +212,23 @@ def _add_allow_pickle(p) -> None:
 
 
 def _writable_dir(path: str | Path, flag: str) -> Path:
-    """Create ``path`` and check a file can be made in it, or a ValueError naming ``flag``."""
-    import tempfile
+    """Check files can be made in folder ``path`` (or in the folder that will hold it), creating nothing,
+    or a ValueError naming ``flag``."""
+    import os
 
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ValueError(f"{flag} {path} is not writable: {err.strerror or err}; expected a folder diga can "
-                         "create files in") from err
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    problem = None
+    if probe == path and not path.is_dir():
+        problem = "it is a file"
+    elif not probe.is_dir():
+        problem = f"{probe} is a file"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problem = f"no permission to write in {probe}"
+    if problem:
+        raise ValueError(f"{flag} {path} is not writable: {problem}; expected a folder diga can create files in")
     return path
 
 
@@ -235,6 +252,37 @@ def _gather_images(paths: Sequence[str]) -> list[tuple[Path, Path]]:
     return found
 
 
+def _image_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` from the file's header, or a ValueError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read image file {str(path)!r}: corrupt or not an image ({err})") from err
+
+
+def _window_note(sizes: Sequence[tuple[int, int]], args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(window, stride)`` of ``--slide``/``--stride``; without them, say once when big images will slide."""
+    import math
+
+    from diga.engine.trainer_cli import sliding_window
+    from diga.inference import HRDA_WINDOW, WHOLE_IMAGE_MAX_PIXELS
+
+    window, stride = sliding_window(args)
+    if window is None:
+        big = sum(h * w > WHOLE_IMAGE_MAX_PIXELS for h, w in sizes)
+        if big:
+            (wh, ww), (sh, sw) = HRDA_WINDOW
+            side = math.isqrt(WHOLE_IMAGE_MAX_PIXELS)
+            square = f" ({side} x {side})" if side * side == WHOLE_IMAGE_MAX_PIXELS else ""
+            print(f"diga: note: {big} image(s) above {WHOLE_IMAGE_MAX_PIXELS} pixels{square} are predicted in "
+                  f"{wh} x {ww} windows, stride {sh} x {sw} (HRDA's); --slide H W chooses the window",
+                  file=sys.stderr)
+    return window, stride
+
+
 def _run_predict(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -242,31 +290,43 @@ def _run_predict(args: argparse.Namespace) -> dict[str, Any]:
     from diga.engine.distributed import resolve_device
     from diga.engine.log import progress
     from diga.engine.plots import colorize, image_grid, save_png
-    from diga.inference import load_model, predict_logits
+    from diga.engine.preflight import check_outputs, check_unique_outputs
+    from diga.inference import load_model, predict_logits, resolve_window
 
+    # Everything a user gave is checked before the model is read or a file written.
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f"model file not found: {args.model}")
+    files = _gather_images(args.images)
+    out = Path(args.out)
+    targets = [(f, out / rel.with_suffix(".png")) for f, rel in files]
+    overlays = [(f, t.with_name(t.stem + "_overlay.png")) for f, t in targets] if args.overlay else []
+    check_unique_outputs([*targets, *overlays])
+    check_outputs({"--out": out}, {"model": [Path(args.model)], "images": [Path(i) for i in args.images]})
+    _writable_dir(out, "--out")
+    sizes = [_image_size(f) for f, _ in files]
+    window, stride = _window_note(sizes, args)
     device = resolve_device(args.device)
     model, meta = load_model(args.model, device=device, allow_pickle=args.allow_pickle)
     palette = meta.get("palette")
-    files = _gather_images(args.images)
-    out = _writable_dir(args.out, "--out")
-    by_size: dict[tuple[int, ...], list] = {}
-    for f, rel in files:
-        image = load_image(f)
-        by_size.setdefault(tuple(image.shape), []).append((image, rel))
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(i)
     written = 0
     bar = progress(total=len(files), desc="predict", enabled=not args.no_progress)
-    for group in by_size.values():
-        for start in range(0, len(group), args.batch_size):
-            chunk = group[start : start + args.batch_size]
-            images = torch.stack([img for img, _ in chunk]).to(device)
-            labels = class_argmax(predict_logits(model, images, args.scales)).cpu()
-            for (image, rel), label in zip(chunk, labels, strict=True):
-                target = out / rel.with_suffix(".png")
-                save_label(target, label.to(torch.uint8), palette=palette)
+    for size, indices in by_size.items():
+        win, step = resolve_window(size, window, stride)
+        per = 1 if win is not None else args.batch_size  # sliding: batch the windows, one image at a time
+        for start in range(0, len(indices), per):
+            chunk = indices[start : start + per]
+            images = torch.stack([load_image(files[i][0]) for i in chunk]).to(device)  # read as needed
+            logits = predict_logits(model, images, args.scales, window=win, stride=step, batch_size=args.batch_size)
+            labels = class_argmax(logits).cpu()
+            del logits
+            for i, image, label in zip(chunk, images, labels, strict=True):
+                save_label(targets[i][1], label.to(torch.uint8), palette=palette)
                 if args.overlay and palette is not None:
-                    blend = 0.5 * image + 0.5 * colorize(label, palette)
-                    save_png(image_grid({"overlay": blend[None]}, pad=0),
-                             target.with_name(target.stem + "_overlay.png"))
+                    blend = 0.5 * image.cpu() + 0.5 * colorize(label, palette)
+                    save_png(image_grid({"overlay": blend[None]}, pad=0), overlays[i][1])
                 written += 1
             bar.update(len(chunk))
     bar.close()
@@ -276,22 +336,27 @@ def _run_predict(args: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub) -> None:
+    from diga.engine.trainer_cli import add_sliding_args
+
     p = sub.add_parser("evaluate", help="per-class IoU and mIoU of a trained model on labelled images")
     p.add_argument("model", help="a model file written by training (<work-dir>/model.safetensors) or diga export")
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--labels", required=True, help="folder of label PNGs matched by file stem")
     p.add_argument("--label-map", help="JSON/YAML file mapping raw label values to class ids")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5],
-                   help="multi-scale max fusion factors (default: 1.0 0.5)")
-    p.add_argument("--json", help="also write the result as JSON to this file")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
+    _scales(p)
+    p.add_argument("--json", help="also write the result as JSON to this file (a class no image shows has IoU "
+                   "null); it must not be one of the inputs or lie among them")
+    p.add_argument("--batch-size", type=integer(low=1), default=4, help="windows per forward with --slide "
+                   "(default: %(default)s)")
+    _add_device(p)
+    add_sliding_args(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_allow_pickle(p)
     p.set_defaults(func=_run_evaluate)
 
 
 def format_iou_table(classes: Sequence[str], iou: Sequence[float], miou: float) -> str:
-    """A plain-text per-class IoU table with the mIoU last.
+    """A plain-text per-class IoU table with the mIoU last (``-`` where undefined).
 
     Example:
         >>> print(format_iou_table(["road", "sky"], [0.5, float("nan")], 0.5))
@@ -300,12 +365,14 @@ def format_iou_table(classes: Sequence[str], iou: Sequence[float], miou: float) 
         sky          -
         mIoU      50.0
     """
+    def shown(value: float) -> str:
+        return "-" if value != value else f"{100 * value:.1f}"
+
     width = max(len("class"), len("mIoU"), *(len(c) for c in classes))
     lines = [f"{'class':<{width}}  IoU (%)"]
     for name, value in zip(classes, iou, strict=True):
-        shown = "-" if value != value else f"{100 * value:.1f}"
-        lines.append(f"{name:<{width}}  {shown:>7}")
-    lines.append(f"{'mIoU':<{width}}  {100 * miou:>7.1f}")
+        lines.append(f"{name:<{width}}  {shown(value):>7}")
+    lines.append(f"{'mIoU':<{width}}  {shown(miou):>7}")
     return "\n".join(lines)
 
 
@@ -314,19 +381,32 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from diga.engine.checkpoint import atomic_write_json
     from diga.engine.distributed import resolve_device
     from diga.engine.log import progress
-    from diga.inference import load_model, predict_logits
+    from diga.engine.preflight import check_outputs
+    from diga.engine.trainer_cli import sliding_window
+    from diga.inference import load_model, predict_logits, resolve_window
     from diga.metrics import ConfusionMatrix
 
+    reads = {"model": [Path(args.model)], "--images": [Path(args.images)], "--labels": [Path(args.labels)]}
+    if args.label_map:
+        reads["--label-map"] = [Path(args.label_map)]
+    if args.json:
+        check_outputs({"--json": Path(args.json)}, reads)
+        if Path(args.json).is_dir():
+            raise ValueError(f"--json {args.json} is a folder; expected the JSON file to write")
+        _writable_dir(Path(args.json).parent, "--json")
+    sliding_window(args)  # checked before the model is read
     device = resolve_device(args.device)
     model, meta = load_model(args.model, device=device, allow_pickle=args.allow_pickle)
-    classes = meta.get("classes")
     num_classes = int(meta["config"]["num_classes"])
-    classes = classes or [f"class{i}" for i in range(num_classes)]
+    classes = meta.get("classes") or [f"class{i}" for i in range(num_classes)]
     data = SegmentationFolder(args.images, args.labels, label_map=args.label_map, classes=classes)
+    window, stride = _window_note([_image_size(s.image) for s in data.samples], args)
     cm = ConfusionMatrix(num_classes, ignore_index=meta.get("ignore_index", 255)).to(device)
     for i in progress(range(len(data)), desc="evaluate", enabled=not args.no_progress):
         item = data[i]
-        logits = predict_logits(model, item["image"][None].to(device), args.scales)
+        image = item["image"][None].to(device)
+        win, step = resolve_window(image.shape[-2:], window, stride)
+        logits = predict_logits(model, image, args.scales, window=win, stride=step, batch_size=args.batch_size)
         cm.update(class_argmax(logits), item["label"][None].to(device))
     out = cm.compute()
     iou = out["iou"].tolist()
@@ -334,7 +414,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
               "images": len(data), "model": str(args.model)}
     print(format_iou_table(classes, iou, result["miou"]))
     if args.json:
-        atomic_write_json(args.json, result)
+        atomic_write_json(args.json, result)  # strict JSON: an undefined IoU is null
     return result
 
 
@@ -352,12 +432,14 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> dict[str, Any]:
+    from diga.engine.preflight import check_outputs
     from diga.inference import export_model, load_model
 
-    model, meta = load_model(args.model, allow_pickle=args.allow_pickle)
     out = Path(args.out)
+    check_outputs({"--out": out}, {"model": [Path(args.model)]})
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; expected the .safetensors file to write")
+    model, meta = load_model(args.model, allow_pickle=args.allow_pickle)
     _writable_dir(out.parent, "--out")
     export_model(model, out, classes=meta["classes"], palette=meta["palette"], ignore_index=meta["ignore_index"],
                  extra=meta["extra"])
@@ -391,6 +473,9 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="source-only vs DiGA warm-up vs DiGA self-training on the built-in "
                                     "domain shift (one seed: about 4 minutes on a 2-core CPU)")
     add_demo_args(p)
+    checked = {"seeds": integer(low=1, high=100), "device": device_flag}  # the same parse-time checks
+    for action in p._actions:
+        action.type = checked.get(action.dest, action.type)
     p.set_defaults(func=_run_demo)
 
 
@@ -407,12 +492,12 @@ def _add_make_shift(sub) -> None:
                                           "`diga adapt` on files)")
     p.add_argument("--out", required=True, help="output folder: source/{images,labels}, target/images, "
                                                 "val/{images,labels}, classes.txt")
-    p.add_argument("--source-items", type=int, default=400, help="(default: %(default)s)")
-    p.add_argument("--target-items", type=int, default=200, help="(default: %(default)s)")
-    p.add_argument("--val-items", type=int, default=50, help="(default: %(default)s)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[64, 96],
-                   help="image size (default: 64 96)")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--source-items", type=integer(low=1), default=400, help="(default: %(default)s)")
+    p.add_argument("--target-items", type=integer(low=1), default=200, help="(default: %(default)s)")
+    p.add_argument("--val-items", type=integer(low=1), default=50, help="(default: %(default)s)")
+    p.add_argument("--size", type=integer(low=16, high=4096), nargs=2, metavar=("H", "W"), default=[64, 96],
+                   help="image size, 16 to 4096 a side (default: 64 96)")
+    p.add_argument("--seed", type=integer(low=0), default=0, help="(default: %(default)s)")
     p.set_defaults(func=_run_make_shift)
 
 
@@ -427,7 +512,7 @@ def _run_make_shift(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- main
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diga", description="DiGA domain adaptation for semantic segmentation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 done; 2 a user error (one line naming the flag or file, what was seen and what\n"
@@ -462,6 +547,164 @@ def cli_markdown() -> str:
             os.environ["COLUMNS"] = saved
 
 
+#: The hostile and mistaken inputs tried (tests/test_cli_errors.py, tests/test_cli.py and tests/engine run each
+#: through diga's entry point) and what each gets: docs/cli.md's safety section.
+SAFETY_CASES: tuple[tuple[str, str], ...] = (
+    (
+        "model file missing, empty, truncated, text, a foreign `.safetensors`, one without diga "
+        "config",
+        "exit 2 naming the file and what was expected",
+    ),
+    (
+        "a `.pt` pickle (a diga 0.1 file, a foreign one, one whose unpickling runs code)",
+        "exit 2: refused without `--allow-pickle`; with it, torch's weights-only unpickler refuses "
+        "any call and the line names the function; no code runs",
+    ),
+    (
+        "a model file with NaN or infinite weights",
+        "exit 2 naming the tensor (it would predict class 0 everywhere)",
+    ),
+    (
+        "a model file whose config carries kwargs outside the architecture's allow-list "
+        "(`checkpoint_path`, `pretrained_cfg_overlay`, `cache_dir`, ...) or an encoder named "
+        "`hf-hub:...`, `local-dir:...` or a path",
+        "exit 2 naming the key (`diga.models.registry.MODEL_FILE_KWARGS`)",
+    ),
+    (
+        "a model file asking for `encoder_weights`",
+        "ignored: the weights come from the file; loading never opens a network connection",
+    ),
+    (
+        "a model file whose class names repeat, or do not match its class count or palette",
+        "exit 2 naming the file",
+    ),
+    (
+        "an image that is not an image, corrupt, a truncated PNG or JPEG, a decompression bomb",
+        "exit 2 naming the file (a file whose header reads but whose data is cut is found when "
+        "decoded; labels written before it are whole)",
+    ),
+    (
+        "an empty image folder, images and labels that do not pair, two image files with one stem in "
+        "a training folder",
+        "exit 2 naming the folders and the first unmatched names",
+    ),
+    (
+        "label files in colour (RGB), of another size than their images, with a value outside the "
+        "classes or the label map (source or validation)",
+        "exit 2 before training, naming the flag and the file (a threaded pre-scan of every label, "
+        "with a progress bar)",
+    ),
+    (
+        "validation labels that are all ignore",
+        "`diga evaluate` prints `-` and writes `null` (never `NaN`) in `--json`; every JSON diga "
+        "writes is strict",
+    ),
+    (
+        "images smaller than the training crop (64 x 64 folders, 64 x 96 or 512 x 896 crops)",
+        "trained: crops are padded (image with zeros, label with 255, never trained on), said once on"
+        " stderr",
+    ),
+    (
+        "an image above 4096 x 4096 pixels (a 9000 x 9000 photo) without `--slide`",
+        "predicted in HRDA's 1024 x 1024 windows, stride 512, said once; `--slide H W --stride H W` "
+        "chooses",
+    ),
+    (
+        "a numeric flag that is not a number, NaN, infinite or out of range (`--warmup-steps 0`, "
+        "`--rounds -2`, `--eval-every -1`, `--lr inf`, `--lr nan`, `--batch-size -3`, `--scales 0`, "
+        "`--slide 0 64`, `--fourier-beta 0.7`, `--num-classes 300`, `--seed -1`, `make-shift --size 4"
+        " 4`, `demo --seeds 0`, ...), in a flag or a `--config` file",
+        "exit 2 at parse time naming the flag, the value and the range",
+    ),
+    (
+        "`--stride` without `--slide`, or larger than it",
+        "exit 2 naming both",
+    ),
+    (
+        "`--device cuda` / `cuda:0` without a GPU, `cuda:5` past the GPUs there are, `mps` without "
+        "MPS, `meta`, `gpu`",
+        "exit 2 at parse time, before any file is read",
+    ),
+    (
+        "`--classes` with a repeated name, the wrong count, or a missing file",
+        "exit 2 naming it",
+    ),
+    (
+        "a `--config` file that is missing, not JSON/YAML, not a mapping, with an unknown key or a "
+        "value of the wrong type or range",
+        "exit 2 naming the file and the key",
+    ),
+    (
+        "`predict --out` onto, inside or around the images or the model; `evaluate --json` onto the "
+        "model or a label; `export --out` onto the model",
+        "exit 2 naming both paths, before anything is read or written",
+    ),
+    (
+        "`--work-dir` that is, holds or lies inside a data folder (the source images, the target "
+        "images, the validation labels) or holds an input file",
+        "exit 2 naming both (`diga adapt`, `diga translate`, the example trainers)",
+    ),
+    (
+        "two inputs that would write one output (`a.png` and `a.jpg`; `a/x.png` and `b/x.png`)",
+        "exit 2 naming both inputs and the output",
+    ),
+    (
+        "an unwritable `--out` or `--work-dir`",
+        "exit 2 naming it",
+    ),
+    (
+        "a second run on a work dir a live run holds",
+        "exit 2 naming the holder's pid, at once",
+    ),
+    (
+        "a work dir with a run, without `--resume`",
+        "exit 2",
+    ),
+    (
+        "`--resume` with another setting (`--rounds`, steps, `--model`, `--encoder`, `--seed`, "
+        "`--amp`, `--crop-size`, `--slide`, a data folder, the preset, ...)",
+        "exit 2 naming the setting and both values; nothing rewritten. `--no-progress`, "
+        "`--num-workers`, `--device`, `--channels-last`, `--eval-every`, `--stop-on-collapse` and the"
+        " `--config` path may differ",
+    ),
+    (
+        "`--resume` from a truncated checkpoint",
+        "exit 2 naming it",
+    ),
+    (
+        "Ctrl-C",
+        "exit 130; `--resume` continues",
+    ),
+    (
+        "SIGKILL at any point (warm-up, pseudo-labels, centroids, a checkpoint write, evaluation, "
+        "self-training)",
+        "`--resume` ends with the same weights and results as an uninterrupted run (CPU)",
+    ),
+    (
+        "a loss that becomes NaN",
+        "exit 1 naming the stage and step; the last checkpoint intact",
+    ),
+    (
+        "a full disk (or a file-size limit) while writing a checkpoint, a label PNG, a JSON or an "
+        "image grid",
+        "exit 1: `diga: stopped: cannot write FILE: No space left on device (the previous file is "
+        "intact)`; no temp file left",
+    ),
+)
+
+SAFETY_INTRO = """## Safety: what a hostile or mistaken input gets
+
+Every case below is a test that runs the command as a user would (`diga.cli.main`, a few as
+`python -m diga` processes) and checks the exit status, that stderr is one line without a
+traceback, and that no file the user gave changed. Exit 2 is a user error, named before
+anything is written; exit 1 a run that had to stop, with the last checkpoint intact.
+"""
+
+
+def _safety_markdown() -> str:
+    rows = "\n".join(f"| {tried} | {gets} |" for tried, gets in SAFETY_CASES)
+    return f"{SAFETY_INTRO}\n| input tried | what it gets |\n| --- | --- |\n{rows}\n"
+
 def _cli_markdown() -> str:
     parser = make_parser()
     parts = ["# Command line\n", "Generated from `diga --help` and each command's `--help` by "
@@ -469,6 +712,7 @@ def _cli_markdown() -> str:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, p in sub.choices.items():
         parts += [f"## diga {name}\n", "```text", p.format_help().rstrip(), "```\n"]
+    parts.append(_safety_markdown())
     return "\n".join(parts)
 
 
@@ -497,6 +741,17 @@ def _one_line(err: BaseException) -> str:
         last = lines[-1]
         return last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
     return " ".join(lines)
+
+
+def _stopped_line(err: BaseException) -> str:
+    """Why a run stopped, on one line; a bare OSError (a full disk met outside diga's atomic writes,
+    such as a log line appended) says which file, when it knows, and that the checkpoints are kept."""
+    from diga._io import WriteError
+
+    if isinstance(err, OSError) and not isinstance(err, WriteError) and err.strerror:
+        where = f" {err.filename}" if err.filename is not None else ""
+        return f"cannot write{where}: {err.strerror} (the last checkpoint is intact: free space, then --resume)"
+    return _one_line(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -528,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrainingDiverged, OSError) as err:
         if debug:
             raise
-        print(f"diga: stopped: {_one_line(err)}", file=sys.stderr)
+        print(f"diga: stopped: {_stopped_line(err)}", file=sys.stderr)
         return 1
     return 0
 

@@ -61,16 +61,18 @@ def check_window(window: object, stride: object = None) -> tuple[tuple[int, int]
     return (wh, ww), (sh, sw)
 
 
+_BOUND: Any = object()  # resolve_window's default: WHOLE_IMAGE_MAX_PIXELS as it is when called
+
+
 def resolve_window(
-    size: Sequence[int], window: object = None, stride: object = None, *,
-    max_pixels: int | None = WHOLE_IMAGE_MAX_PIXELS,
+    size: Sequence[int], window: object = None, stride: object = None, *, max_pixels: int | None = _BOUND,
 ) -> tuple[tuple[int, int], tuple[int, int]] | tuple[None, None]:
     """The sliding window for an image of ``size = (H, W)``: the one given, else HRDA's above the pixel bound.
 
     Args:
         size: the image's ``(H, W)``.
         window, stride: what the user asked for (None: whole-image inference where it fits).
-        max_pixels: whole-image bound (None: no bound).
+        max_pixels: whole-image bound (default: :data:`WHOLE_IMAGE_MAX_PIXELS`; None: no bound).
 
     Returns:
         ``(window, stride)`` pairs, or ``(None, None)`` for whole-image inference.
@@ -88,6 +90,7 @@ def resolve_window(
     if stride is not None:
         raise ValueError(f"`stride` needs a `window` (sliding-window inference), got stride={stride!r} alone")
     h, w = (int(v) for v in size[-2:])
+    max_pixels = WHOLE_IMAGE_MAX_PIXELS if max_pixels is _BOUND else max_pixels
     if max_pixels is not None and h * w > max_pixels:
         return HRDA_WINDOW
     return None, None
@@ -134,7 +137,7 @@ def _slide(model: nn.Module, images: Tensor, window: tuple[int, int], stride: tu
         rows[y : y + wh] += 1
     for x in xs:
         cols[x : x + ww] += 1
-    return total.div_(rows[:, None] * cols[None, :])
+    return total.div_(rows[:, None]).div_(cols)  # two broadcasts: no (H, W) temporary
 
 
 def _max_into(fused: Tensor, logits: Tensor) -> None:
@@ -339,6 +342,7 @@ def load_model(
     except ValueError as err:
         raise ValueError(f"model file {path}: {err}") from None
     _check_finite_weights(state, path)
+    _check_names(meta, config, path)
     try:
         inner = model_from_config(config)
         inner.load_state_dict(state)
@@ -360,6 +364,24 @@ def _check_finite_weights(state: dict[str, Tensor], path: Path) -> None:
             bad = int((~torch.isfinite(tensor)).sum())
             raise ValueError(f"model file {path}: tensor {name!r} holds {bad} non-finite value(s) (NaN or "
                              "infinity); expected finite weights (was the run diverging when it was written?)")
+
+
+def _check_names(meta: dict, config: dict, path: Path) -> None:
+    """Class names: one distinct string per class (results are keyed by name); a palette: one colour each."""
+    count = config.get("num_classes")
+    classes, palette = meta.get("classes"), meta.get("palette")
+    if classes is not None:
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) != count:
+            raise ValueError(f"model file {path}: 'classes' must be {count} names (num_classes), got {classes!r:.200}")
+        repeated = sorted({c for c in classes if classes.count(c) > 1})
+        if repeated:
+            raise ValueError(f"model file {path}: class name {repeated[0]!r} appears more than once; expected "
+                             f"{count} distinct names")
+    if palette is not None and (not isinstance(palette, list) or len(palette) != count or not all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in palette)):
+        raise ValueError(f"model file {path}: 'palette' must be {count} [r, g, b] colours of 0-255 integers, "
+                         f"got {palette!r:.200}")
 
 
 def _short(err: BaseException, limit: int = 200) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from diga.cli import cli_markdown, format_iou_table, run
+from diga.cli import cli_markdown, format_iou_table, main, run
 from diga.data import load_label
 from diga.data.shift_files import write_shift_folders
 
@@ -33,12 +35,25 @@ def adapt_args(shift: Path, work: Path, *extra: str) -> list[str]:
             "--self-training-steps", "2", *extra]
 
 
-def test_round_trip_adapt_predict_evaluate(shift, tmp_path):
-    work = tmp_path / "run"
-    results = run(adapt_args(shift, work))
+@pytest.fixture(scope="module")
+def trained(shift, tmp_path_factory):
+    """One ``diga adapt`` run (two rounds; its seed from a --config file), shared by the tests below."""
+    root = tmp_path_factory.mktemp("trained")
+    config = root / "cfg.json"
+    config.write_text(json.dumps({"self_training_steps": 1, "seed": 3}))
+    work = root / "run"
+    results = run(adapt_args(shift, work, "--config", str(config)))
+    return {"work": work, "results": results, "config": config}
+
+
+def test_round_trip_adapt_predict_evaluate(shift, trained, tmp_path):
+    work, results = trained["work"], trained["results"]
     assert results["final"]["stage"] == "self_training_2"
     assert set(results["final"]["iou_by_class"]) == set((shift / "classes.txt").read_text().split())
     assert (work / "model.safetensors").exists() and (work / "config.json").exists()
+    written = json.loads((work / "config.json").read_text())
+    # The config file reached the run; a typed flag (--self-training-steps 2 in adapt_args) won over it.
+    assert written["args"]["seed"] == 3 and written["recipe"]["self_training"]["steps"] == 2
 
     # Predict in another process: the model file carries everything it needs.
     out = tmp_path / "pred"
@@ -61,17 +76,104 @@ def test_round_trip_adapt_predict_evaluate(shift, tmp_path):
     # The model file's prediction equals what training evaluated (same model, same scales).
     assert result["miou"] == pytest.approx(results["final"]["miou"], abs=1e-9)
 
-
-def test_predict_single_files_and_config_file(shift, tmp_path):
-    work = tmp_path / "run"
-    config = tmp_path / "cfg.json"
-    config.write_text(json.dumps({"rounds": 1, "warmup_steps": 1, "self_training_steps": 1}))
-    results = run(adapt_args(shift, work, "--config", str(config)))
-    assert list(results["stages"]) == ["warmup", "self_training_1"]
-    assert json.loads((work / "config.json").read_text())["args"]["rounds"] == 1
     image = shift / "val" / "images" / "000001.png"
     run(["predict", str(work / "model.safetensors"), str(image), "--out", str(tmp_path / "one"), "--no-progress"])
     assert (tmp_path / "one" / "000001.png").exists()
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(f): (f.stat().st_size, f.stat().st_mtime_ns) for f in folder.rglob("*")
+            if f.is_file() and f.name != ".diga.lock"}  # the lock holds the pid of whoever last held it
+
+
+@pytest.mark.parametrize("change, named", [
+    (["--rounds", "1"], r"--rounds is 1 but the run in .* was started with 2"),
+    (["--self-training-steps", "3"], r"--self-training-steps is 3 but .* with 2"),
+    (["--model", "fpn"], r"--model is 'fpn' but .* with 'unet'"),
+    (["--encoder", "resnet34"], r"--encoder is 'resnet34' but .* with 'resnet18'"),
+    (["--seed", "1"], r"--seed is 1 but .* with 3"),
+    (["--amp"], r"--amp is True but .* with False"),
+    (["--crop-size", "32", "48"], r"--crop-size is 32 48 but .* with 48 64"),
+    (["--slide", "32", "32"], r"--slide is 32 32 but .* with None"),
+    (["--target-images", "OTHER"], r"--target-images is '.*val/images' but .* with '.*target/images'"),
+])
+def test_resume_refuses_another_run_naming_the_setting_and_both_values(shift, trained, change, named, capsys):
+    work = trained["work"]
+    if change[-1] == "OTHER":
+        change = [change[0], str(shift / "val" / "images")]
+    before = _stamps(work)
+    assert main([*adapt_args(shift, work, "--config", str(trained["config"]), "--resume"), *change]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(rf"diga: error: --resume: {named}", err[0]), err
+    assert _stamps(work) == before  # refused before anything was written: round 2's model stays
+
+
+def test_resume_may_change_logging_and_speed_flags(shift, trained):
+    """--num-workers, --eval-every, --no-progress differ: the same (finished) run, re-evaluated to the same result."""
+    work = trained["work"]
+    argv = [a for a in adapt_args(shift, work, "--config", str(trained["config"]), "--resume") if a != "--no-progress"]
+    argv[argv.index("--num-workers") + 1] = "1"
+    results = run([*argv, "--eval-every", "5"])
+    assert results["final"]["miou"] == pytest.approx(trained["results"]["final"]["miou"], abs=1e-9)
+
+
+def test_predict_and_evaluate_slide_and_big_images_slide_by_themselves(shift, trained, tmp_path, capsys,
+                                                                       monkeypatch):
+    import diga.inference as inference
+
+    model = str(trained["work"] / "model.safetensors")
+    images, labels = str(shift / "val" / "images"), str(shift / "val" / "labels")
+    run(["predict", model, images, "--out", str(tmp_path / "slid"), "--slide", "32", "32", "--stride", "16", "24",
+         "--batch-size", "3", "--no-progress"])
+    assert [load_label(p).shape for p in sorted((tmp_path / "slid").glob("*.png"))] == [(48, 64)] * 3
+    result = run(["evaluate", model, "--images", images, "--labels", labels, "--slide", "40", "40", "--no-progress"])
+    assert 0 <= result["miou"] <= 1
+    run(["predict", model, images, "--out", str(tmp_path / "whole"), "--no-progress"])
+    assert "note" not in capsys.readouterr().err
+    # Above the whole-image bound (lowered here to 1000 pixels), images slide in HRDA's windows, said once
+    # (here a 1024 x 1024 window holds the whole 48 x 64 image: the same labels as whole-image inference).
+    monkeypatch.setattr(inference, "WHOLE_IMAGE_MAX_PIXELS", 1000)
+    run(["predict", model, images, "--out", str(tmp_path / "big"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 image(s) above 1000 pixels" in err[0] and "1024 x 1024 windows" in err[0], err
+    for name in ("000000.png", "000001.png", "000002.png"):
+        assert torch.equal(load_label(tmp_path / "big" / name), load_label(tmp_path / "whole" / name))
+
+
+def test_evaluate_with_nothing_to_score_writes_null_not_nan(shift, trained, tmp_path, capsys):
+    from PIL import Image
+
+    ignored = tmp_path / "ignored"
+    ignored.mkdir()
+    for f in sorted((shift / "val" / "labels").iterdir()):
+        Image.new("L", (64, 48), 255).save(ignored / f.name)
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", str(trained["work"] / "model.safetensors"), "--images", str(shift / "val" / "images"),
+                 "--labels", str(ignored), "--json", str(report), "--no-progress"]) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{report} holds {constant}: not JSON")
+
+    data = json.loads(report.read_text(), parse_constant=refuse)
+    assert data["miou"] is None and set(data["iou"].values()) == {None}
+    assert capsys.readouterr().out.strip().splitlines()[-1].split() == ["mIoU", "-"]
+
+
+@pytest.mark.parametrize("preset, extra", [("tiny", []), ("paper", ["--crop-size", "80", "96"])])
+def test_adapt_pads_images_smaller_than_the_crop_with_every_preset(tmp_path_factory, preset, extra, capsys):
+    """64 x 64 folders: the crops are padded (image zeros, label ignore) and said once; the paper preset runs at
+    a smaller crop here only for time (its 512 x 896 crop pads the same way: 2 minutes on this CPU)."""
+    small = write_shift_folders(tmp_path_factory.mktemp("small"), source_items=2, target_items=2, val_items=1,
+                                size=(64, 64))
+    argv = [a for a in adapt_args(small, tmp_path_factory.mktemp("w") / "run") if a not in ("--crop-size", "48", "64")]
+    argv[argv.index("tiny")] = preset
+    results = run([*argv, "--warmup-steps", "1", "--self-training-steps", "1", "--rounds", "1", *extra])
+    assert list(results["stages"]) == ["warmup", "self_training_1"]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("diga:")]
+    crop = "80 x 96" if preset == "paper" else "64 x 96"
+    assert err == [f"diga: note: 2 of 2 --source-images images and 2 of 2 --target-images images are smaller than "
+                   f"the {crop} training crop: their crops are padded (image with zeros, label with the ignore index "
+                   "255, never trained on)"], err
 
 
 @pytest.mark.parametrize(
@@ -89,14 +191,18 @@ def test_errors(tmp_path, args, match):
 
 
 def test_predict_rejects_non_model_files(tmp_path):
-    import torch
+    from PIL import Image
 
     bogus = tmp_path / "bogus.pt"
     torch.save({"weights": 1}, bogus)
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
+    images = str(tmp_path / "images")
     with pytest.raises(ValueError, match="refused to load model file .*bogus.pt.*pickle"):
-        run(["predict", str(bogus), str(tmp_path), "--out", str(tmp_path / "o")])
+        run(["predict", str(bogus), images, "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="not a diga model file"):
-        run(["predict", str(bogus), str(tmp_path), "--out", str(tmp_path / "o"), "--allow-pickle"])
+        run(["predict", str(bogus), images, "--out", str(tmp_path / "o"), "--allow-pickle"])
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_config_key(shift, tmp_path):

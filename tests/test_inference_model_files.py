@@ -88,3 +88,19 @@ def test_every_registered_model_declares_its_model_file_kwargs():
     assert check_model_file_config({"name": "deeplabv2", "encoder_name": "resnet18", "num_classes": 2,
                                     "kwargs": {"head": "sum", "encoder_weights": "imagenet"}})["kwargs"] == {
         "head": "sum"}
+
+
+@pytest.mark.parametrize("meta, match", [
+    ({"classes": ["a", "b", "a"]}, "class name 'a' appears more than once"),
+    ({"classes": ["a", "b"]}, "'classes' must be 3 names"),
+    ({"palette": [[0, 0, 0], [1, 1, 1]]}, "'palette' must be 3"),
+    ({"palette": [[0, 0, 0], [1, 1, 1], [256, 0, 0]]}, "'palette' must be 3"),
+])
+def test_class_names_and_palette_must_fit_the_classes(good, tmp_path, meta, match):
+    from safetensors import safe_open
+
+    with safe_open(str(good), framework="pt") as f:
+        header = {**json.loads(f.metadata()["diga"]), **meta}
+    save_file(load_file(str(good)), str(tmp_path / "m.safetensors"), metadata={"diga": json.dumps(header)})
+    with pytest.raises(ValueError, match=rf"m.safetensors: {match}"):
+        load_model(tmp_path / "m.safetensors")

@@ -23,7 +23,8 @@ def write_shift_folders(
     (unlabelled), ``val/{images,labels}`` and ``classes.txt`` under ``out``.
 
     Images are RGB PNGs, labels uint8 PNGs holding class ids (255: ignore), all
-    written atomically; a folder that already holds a file is left as it is.
+    written atomically; a file already there is left as it is (never overwritten: a
+    ``classes.txt`` of other classes is an error).
 
     Example:
         >>> import tempfile
@@ -58,7 +59,14 @@ def write_shift_folders(
                 buffer = io.BytesIO()
                 Image.fromarray(array).save(buffer, format="PNG")
                 atomic_write_bytes(image_path, buffer.getvalue())
-                if with_labels:
-                    save_label(root / folder / "labels" / f"{i:06d}.png", label.byte())
-    atomic_write_text(root / "classes.txt", "\n".join(SyntheticShift.classes) + "\n")
+                label_path = root / folder / "labels" / f"{i:06d}.png"
+                if with_labels and not label_path.exists():
+                    save_label(label_path, label.byte())
+    classes = root / "classes.txt"
+    text = "\n".join(SyntheticShift.classes) + "\n"
+    if not classes.exists():
+        atomic_write_text(classes, text)
+    elif classes.read_bytes() != text.encode():
+        raise ValueError(f"`out` {str(root)!r} already holds a classes.txt of other classes; expected a new folder "
+                         "or one written by write_shift_folders (nothing there is overwritten)")
     return root

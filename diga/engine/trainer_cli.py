@@ -12,16 +12,28 @@ from typing import Any
 
 import torch
 
-from diga._checks import check_number
 from diga.adapter import AblationOptions
 from diga.engine.data_specs import benchmark_data
 from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
+from diga.engine.evaluation import inference_window
 from diga.engine.guards import work_dir_lock
 from diga.engine.pipeline import DataSpec, run_pipeline
+from diga.engine.preflight import (
+    Number,
+    check_outputs,
+    check_same_run,
+    device_flag,
+    input_paths,
+    integer,
+    real,
+    scan_labels,
+)
 from diga.engine.recipes import Recipe, get_recipe
 
 __all__ = [
+    "MAY_DIFFER_ON_RESUME",
     "add_run_args",
+    "add_sliding_args",
     "add_trainer_args",
     "benchmark_parser",
     "build_model",
@@ -30,9 +42,12 @@ __all__ = [
     "config_defaults",
     "load_config_file",
     "parse_with_config",
+    "recorded_settings",
     "resolve_workers",
     "run_benchmark_trainer",
+    "run_settings",
     "run_trainer",
+    "sliding_window",
 ]
 
 PAPER_MODEL = ("deeplabv2", "resnet101")
@@ -54,13 +69,13 @@ def add_run_args(parser: argparse.ArgumentParser, *, work_dir: str, what: str,
                    help="continue the run in --work-dir: finished stages are skipped, the interrupted one "
                         "resumes at its last checkpoint with the same data order (default: off; without it an "
                         "existing run in --work-dir is an error)")
-    g.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu' or 'cuda' "
-                   "(default: %(default)s; paper: one GPU)")
-    g.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation, masks and model "
+    g.add_argument("--device", type=device_flag, default="auto", help="'auto' (CUDA when available), 'cpu', "
+                   "'cuda' or 'cuda:N' (default: %(default)s; paper: one GPU)")
+    g.add_argument("--seed", type=integer(low=0), default=0, help="seed of data order, augmentation, masks and model "
                    "init (default: %(default)s; the paper's scripts are unseeded)")
     g.add_argument("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with "
                    "gradient scaling (default: off; paper: fp32)")
-    g.add_argument("--num-workers", type=int, default=None, help="data-loading workers per loader and "
+    g.add_argument("--num-workers", type=integer(low=0), default=None, help="data-loading workers per loader and "
                    "process (default: min(4, CPU count); paper: 1)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g.add_argument("--config", default=None, help="YAML or JSON file whose keys set any of these flags "
@@ -92,17 +107,17 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
     r.add_argument("--translator", default="fourier", help="'fourier' (zero-training FDA), 'none', or the "
                    "path of a learned translator checkpoint from `diga translate` "
                    "(default: %(default)s; paper: learned)")
-    r.add_argument("--fourier-beta", type=float, default=paper.fourier_beta, help="FDA band "
-                   f"(default: %(default)s; paper: {paper.fourier_beta})")
-    r.add_argument("--warmup-steps", type=int, default=None,
+    r.add_argument("--fourier-beta", type=real(low=0, high=0.5), default=paper.fourier_beta, help="FDA band, "
+                   f"in [0, 0.5] (default: %(default)s; paper: {paper.fourier_beta})")
+    r.add_argument("--warmup-steps", type=integer(low=1), default=None,
                    help=f"warm-up iterations (default: the preset's; paper: {paper.warmup.steps})")
-    r.add_argument("--self-training-steps", type=int, default=None, help="iterations per self-training "
-                   f"round (default: the preset's; paper: {paper.self_training.steps})")
-    r.add_argument("--rounds", type=int, default=None,
-                   help=f"self-training rounds (default: the preset's; paper: {paper.rounds})")
-    r.add_argument("--lr", type=float, default=None,
+    r.add_argument("--self-training-steps", type=integer(low=1), default=None, help="iterations per "
+                   f"self-training round (default: the preset's; paper: {paper.self_training.steps})")
+    r.add_argument("--rounds", type=integer(low=0), default=None, help="self-training rounds, 0 for the "
+                   f"warm-up alone (default: the preset's; paper: {paper.rounds})")
+    r.add_argument("--lr", type=real(low=0, low_open=True), default=None,
                    help=f"base learning rate, head at 10x (default: the preset's; paper: {paper.optim.lr})")
-    r.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps and keep the best "
+    r.add_argument("--eval-every", type=integer(low=0), default=0, help="also evaluate every N steps and keep the best "
                    "checkpoint, reported as best-by-validation (default: 0 = at stage ends only)")
     r.add_argument("--rare-class-sampling", action="store_true",
                    help="DAFormer's rare-class sampling of source crops (default: off, as the paper)")
@@ -110,7 +125,7 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
                    "of target batch-norm statistics (default: off; paper script: on)")
     r.add_argument("--teacher-train-mode", action="store_true",
                    help="keep the teacher in train mode as the paper's script (default: off)")
-    r.add_argument("--teacher-ramp", type=float, default=None,
+    r.add_argument("--teacher-ramp", type=real(low=0, low_open=True), default=None,
                    help="warm-up teacher's averaging window as a fraction of the steps so far (default: the "
                    "preset's, the paper's true average 1.0; 0.1 for runs of a few thousand steps or less)")
     r.add_argument("--select-with", choices=("teacher", "labeller"), default=None,
@@ -124,7 +139,37 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
                    "each did on the built-in shifts)")
     r.add_argument("--stop-on-collapse", action="store_true",
                    help="stop self-training when the collapse watch fires (default: warn and log it)")
+    add_sliding_args(parser.add_argument_group("evaluation and pseudo-labels"))
     return parser
+
+
+def add_sliding_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--slide H W`` and ``--stride H W``: sliding-window inference (:func:`sliding_window` reads them)."""
+    parser.add_argument("--slide", type=integer(low=1), nargs=2, metavar=("H", "W"), default=None,
+                        help="predict in H x W windows (logits averaged where they overlap; every scale slides) "
+                             "instead of whole images; HRDA's setting: --slide 1024 1024 --stride 512 512 "
+                             "(default: whole images, and HRDA's windows for an image above 4096 x 4096 pixels)")
+    parser.add_argument("--stride", type=integer(low=1), nargs=2, metavar=("H", "W"), default=None,
+                        help="step between windows, at most the window (default: half the window)")
+
+
+def sliding_window(args: argparse.Namespace) -> tuple[tuple[int, int], tuple[int, int]] | tuple[None, None]:
+    """``(window, stride)`` from ``--slide`` / ``--stride``, checked; ``(None, None)`` without ``--slide``.
+
+    Raises:
+        ValueError: ``--stride`` without ``--slide``, or a stride larger than the window.
+    """
+    from diga.inference import check_window
+
+    slide, stride = getattr(args, "slide", None), getattr(args, "stride", None)
+    if slide is None:
+        if stride is not None:
+            raise ValueError(f"--stride {stride[0]} {stride[1]} needs --slide H W (the window it steps)")
+        return None, None
+    window, step = check_window(tuple(slide), None if stride is None else tuple(stride))
+    if step[0] > window[0] or step[1] > window[1]:  # pragma: no cover - check_window refuses first
+        raise ValueError("--stride must be at most --slide")
+    return window, step
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -188,6 +233,13 @@ def _config_value(action: argparse.Action, value: Any, origin: str) -> Any:
         raise ValueError(f"{where} must be a list of {action.nargs} values, got {value!r}")
     out = []
     for item in items:
+        if isinstance(action.type, Number) or action.type is device_flag:
+            try:
+                item = action.type(item)
+            except argparse.ArgumentTypeError as err:
+                raise ValueError(f"{where}: {err}") from None
+            out.append(item)
+            continue
         bad = (not isinstance(item, str)) if action.type is None else (
             isinstance(item, bool) or not isinstance(item, (str, int, float))
             or (action.type is int and isinstance(item, float)))
@@ -204,6 +256,8 @@ def _config_value(action: argparse.Action, value: Any, origin: str) -> Any:
 
 
 def _type_name(action: argparse.Action) -> str:
+    if isinstance(action.type, Number):
+        return action.type.expected
     return {int: "an integer", float: "a number"}.get(action.type, "a string")
 
 
@@ -244,7 +298,6 @@ def resolve_recipe(args: argparse.Namespace, benchmark: str) -> Recipe:
     if args.lr is not None:
         recipe = replace(recipe, optim=replace(recipe.optim, lr=args.lr))
     if args.teacher_ramp is not None:
-        check_number(args.teacher_ramp, "--teacher-ramp", low=0, low_open=True)
         recipe = replace(recipe, teacher_ramp=args.teacher_ramp)
     if args.select_with is not None:
         recipe = replace(recipe, select_with=args.select_with)
@@ -292,34 +345,118 @@ def check_work_dir(work_dir: Path, resume: bool) -> None:
         )
 
 
+#: Flags a ``--resume`` may change: they change logging, speed or the machine, not what is trained
+#: (``--amp``, ``--seed``, the data, the model and every recipe value are the run's and must match).
+MAY_DIFFER_ON_RESUME: frozenset[str] = frozenset({
+    "resume", "no_progress", "num_workers", "device", "channels_last", "config", "work_dir", "eval_every",
+    "stop_on_collapse", "debug", "command",
+})
+# Flags that only feed the recipe: compared through the resolved recipe (an explicit flag equal to
+# the preset's value is the same run), named by their flag when they differ.
+_RECIPE_FLAGS = {
+    "num_classes": "--num-classes", "crop_size": "--crop-size", "warmup.steps": "--warmup-steps",
+    "self_training.steps": "--self-training-steps", "rounds": "--rounds", "optim.lr": "--lr",
+    "teacher_ramp": "--teacher-ramp", "select_with": "--select-with", "mixed_view_ce": "--mixed-view-ce",
+    "fourier_beta": "--fourier-beta",
+}
+_RECIPE_DESTS = {"preset", "warmup_steps", "self_training_steps", "rounds", "lr", "teacher_ramp", "select_with",
+                 "mixed_view_ce", "fourier_beta", "crop_size", "num_classes", "encoder_name"}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def run_settings(args: argparse.Namespace, recipe: Recipe, *, benchmark: str, world_size: int) -> dict[str, Any]:
+    """What defines a run, named as the user would name it: every flag but :data:`MAY_DIFFER_ON_RESUME`
+    (paths made absolute), the resolved encoder, the recipe's values and the number of processes.
+
+    Written to ``config.json`` as ``"settings"``; :func:`check_same_run` compares a ``--resume`` with it.
+    """
+    from diga.engine.preflight import INPUT_FLAGS
+
+    settings: dict[str, Any] = {"benchmark": benchmark, "--preset": args.preset,
+                                "--encoder": _resolved_encoder(args), "processes (torchrun)": world_size}
+    for dest, value in sorted(vars(args).items()):
+        if dest in MAY_DIFFER_ON_RESUME or dest in _RECIPE_DESTS or callable(value):
+            continue
+        if dest in INPUT_FLAGS and value is not None and not (dest == "translator" and value in ("fourier", "none")):
+            if dest != "classes" or Path(value).is_file():
+                value = [os.path.abspath(v) for v in value] if isinstance(value, (list, tuple)) else \
+                    os.path.abspath(value)
+        settings["--" + dest.replace("_", "-")] = value
+    recipe_values = {k: v for k, v in _flatten(recipe.to_dict()).items() if k not in ("eval_every", "name")}
+    for key in sorted(recipe_values, key=lambda k: (k not in _RECIPE_FLAGS, k)):
+        settings[_RECIPE_FLAGS.get(key, f"the recipe's {key}")] = recipe_values[key]
+    return settings
+
+
+def _resolved_encoder(args: argparse.Namespace) -> str | None:
+    if args.encoder_name is None and args.model == "deeplabv2":
+        return "resnet18" if args.preset == "tiny" else PAPER_MODEL[1]
+    return args.encoder_name
+
+
+def recorded_settings(path: Path, *keys: str) -> dict[str, Any] | None:
+    """The settings a run recorded in a JSON file (``config.json``: ``"settings"``), or None."""
+    if not path.is_file():
+        return None
+    try:
+        value: Any = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--resume: cannot read {path} ({err}); expected the JSON the run wrote") from err
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else None
+
+
 def run_trainer(
     args: argparse.Namespace,
     *,
     benchmark: str,
     make_data: Callable[[argparse.Namespace, Recipe], DataSpec],
     adjust_recipe: Callable[[Recipe], Recipe] | None = None,
+    data_flags: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Everything after argument parsing: processes, model, translator, data, the pipeline.
+    """Everything after argument parsing: checks, processes, model, translator, data, the pipeline.
 
-    ``adjust_recipe`` edits the preset first (``diga adapt`` on folders sets the
-    class count and crop size there).
+    Before anything is built: ``--work-dir`` is checked against every input path
+    (:func:`~diga.engine.preflight.check_outputs`), ``--slide`` / ``--stride``; under the work
+    dir's lock, an existing run needs ``--resume`` and a resumed one the same settings
+    (:func:`run_settings`); then every data file is pre-scanned
+    (:func:`~diga.engine.preflight.scan_labels`). ``adjust_recipe`` edits the preset first
+    (``diga adapt`` on folders sets the class count and crop size there); ``data_flags`` names
+    the flags of the ``"source"``, ``"target"`` and ``"val"`` data as ``(images flag, labels flag)``.
     """
     recipe = resolve_recipe(args, benchmark)
     if adjust_recipe is not None:
         recipe = adjust_recipe(recipe)
-    dist = setup_distributed(args.device)
     work_dir = Path(args.work_dir)
+    check_outputs({"--work-dir": work_dir}, input_paths(args))
+    window = sliding_window(args)
+    dist = setup_distributed(args.device)
     try:
-        with work_dir_lock(work_dir, enabled=dist.is_main):
-            return _run_locked(args, benchmark, make_data, recipe, dist, work_dir)
+        with work_dir_lock(work_dir, enabled=dist.is_main), inference_window(*window):
+            return _run_locked(args, benchmark, make_data, recipe, dist, work_dir, data_flags)
     finally:
         cleanup_distributed()
 
 
 def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, recipe: Recipe, dist: DistInfo,
-                work_dir: Path) -> dict[str, Any]:
+                work_dir: Path, data_flags: dict[str, tuple[str, str]] | None) -> dict[str, Any]:
     """What :func:`run_trainer` does while it holds the work dir's lock."""
     check_work_dir(work_dir, args.resume)
+    settings = run_settings(args, recipe, benchmark=benchmark, world_size=dist.world_size)
+    if args.resume:
+        check_same_run(recorded_settings(work_dir / "config.json", "settings"), settings, work_dir=work_dir)
+    data = make_data(args, recipe)
+    if dist.is_main:
+        _scan(data, recipe, data_flags or {}, show_progress=not args.no_progress)
     torch.manual_seed(args.seed)
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -331,8 +468,8 @@ def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, r
     translator = build_translator(args.translator, args.fourier_beta)
     if isinstance(translator, torch.nn.Module):
         translator = translator.to(dist.device).eval()
-    data = make_data(args, recipe)
-    config = {"benchmark": benchmark, "args": {k: v for k, v in vars(args).items() if not callable(v)}}
+    config = {"benchmark": benchmark, "args": {k: v for k, v in vars(args).items() if not callable(v)},
+              "settings": settings}
     return run_pipeline(
         recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
         seed=args.seed, amp=args.amp, num_workers=resolve_workers(args.num_workers), resume=args.resume,
@@ -342,12 +479,35 @@ def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, r
     )
 
 
+def _scan(data: DataSpec, recipe: Recipe, flags: dict[str, tuple[str, str]], *, show_progress: bool) -> None:
+    """Pre-scan the source, target and validation files; say once when crops will be padded."""
+    import sys
+
+    default = {"source": ("--source-root", "--source-root"), "target": ("--target-root", "--target-root"),
+               "val": ("--target-root", "--target-root")}
+    crop = tuple(recipe.crop_size)
+    small = []
+    parts = [("source", data.source("high", recipe.warmup)), ("target", data.target_full())]
+    if data.val is not None:
+        parts.append(("val", data.val()))
+    for part, dataset in parts:
+        image_flag, label_flag = flags.get(part, default[part])
+        found = scan_labels(dataset, flag=image_flag, label_flag=label_flag, show_progress=show_progress,
+                            crop=None if part == "val" else crop)
+        if found.smaller:
+            small.append(f"{found.smaller} of {found.items} {image_flag} images")
+    if small:
+        print(f"diga: note: {' and '.join(small)} are smaller than the {crop[0]} x {crop[1]} training crop: their "
+              "crops are padded (image with zeros, label with the ignore index 255, never trained on)",
+              file=sys.stderr)
+
+
 def resolve_workers(requested: int | None) -> int:
     """``--num-workers``, or min(4, CPU count) when not given (more only oversubscribes small machines)."""
     if requested is None:
         return min(4, os.cpu_count() or 1)
     if requested < 0:
-        raise ValueError(f"`--num-workers` must be >= 0, got {requested}")
+        raise ValueError(f"--num-workers must be >= 0, got {requested}")
     return requested
 
 

@@ -128,17 +128,22 @@ def test_a_nan_loss_stops_the_run_naming_stage_and_step_and_keeps_the_last_check
     assert weights and all(torch.isfinite(v).all() for v in weights if v.is_floating_point())
 
 
-def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_why(shift, tmp_path, capsys, monkeypatch):
-    save, calls = torch.save, []
+def test_a_full_disk_in_a_checkpoint_keeps_the_previous_one_and_says_why(shift, tmp_path, capsys, monkeypatch):
+    """The disk fills while torch.save writes the second checkpoint: torch's zip writer swallows the OSError
+    (it raises "RuntimeError: unexpected pos"); the run still ends in the one documented line, status 1."""
+    import diga._io as private_io
+    from tests.engine.test_checkpoint import full_disk_after
 
-    def disk_full_on_the_second_checkpoint(obj, f, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            f.write(b"PK\x03\x04 half a checkpoint")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return save(obj, f, *args, **kwargs)
+    real, seen = private_io._open_temp, []
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", disk_full_on_the_second_checkpoint)
+    def open_temp(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        seen.append(name)
+        if ".warmup_last.pt." in name and sum(".warmup_last.pt." in n for n in seen) == 2:
+            return full_disk_after(4096)(fd)
+        return real(fd)
+
+    monkeypatch.setattr(private_io, "_open_temp", open_temp)
     work = tmp_path / "run"
     assert main(adapt(shift, work)) == 1
     line = one_error_line(capsys)
@@ -146,6 +151,22 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_why(shift, tm
     assert line == f"diga: stopped: cannot write {last}: No space left on device (the previous file is intact)"
     assert load_checkpoint(last)["step"] == 2  # the step-2 checkpoint, readable
     assert sorted(p.name for p in last.parent.iterdir()) == ["warmup_last.pt"]  # no temp file left
+
+
+def test_a_real_write_limit_stops_the_console_script_in_one_line(shift, tmp_path):
+    """The kernel refuses the write (a file-size limit: EFBIG, as ENOSPC would): ``python -m diga`` ends in one
+    line, status 1, nothing half-written."""
+    work = tmp_path / "run"
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); from diga.cli import main; "
+            f"sys.exit(main({adapt(shift, work, '--warmup-steps', '2')!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT),
+                          "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    last = work / "checkpoints" / "warmup_last.pt"
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"diga: stopped: cannot write {last}: File too large (nothing was "
+                                                "written)"], proc.stderr[-2000:]
+    assert not any(p.name.endswith(".tmp") for p in work.rglob("*")) and not last.exists()
 
 
 def test_atomic_save_failure_on_a_new_file(tmp_path, monkeypatch):
