@@ -1,14 +1,12 @@
-"""The paper's strong photometric augmentation, sampled per image, on kornia's kernels."""
+"""The paper's strong photometric augmentation, sampled per image, in few fused kernels."""
 
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
-from kornia.color import rgb_to_grayscale
-from kornia.enhance import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, sharpness
-from kornia.filters import filter2d_separable, gaussian_blur2d, get_gaussian_kernel1d
+import torch.nn.functional as F
+from kornia.filters import get_gaussian_kernel1d
 from torch import Tensor, nn
 
 from diga._checks import check_images, check_number
@@ -16,17 +14,41 @@ from diga._ops import host_to_device
 
 __all__ = ["StrongPhotometric", "strong_photometric"]
 
+# Rows of the (9, B) table of uniform draws, in the order they are drawn (a seed fixes a result).
+_JITTER, _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE, _GRAY, _BLUR, _SHARP_FACTOR, _SHARP = range(9)
+_FLAGS = (_JITTER, _GRAY, _BLUR, _SHARP)
 
-def _draw(n: int, generator, device) -> Tensor:
-    """``n`` uniform draws from ``generator`` (or the global stream of ``device`` without one)."""
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(n, generator=generator, device=gen_device)
+
+def _draws(b: int, generator, device) -> Tensor:
+    """The ``(9, b)`` uniform draws of one call, row by row from ``generator`` (or the global stream of
+    ``device`` without one). On a CPU generator one ``rand(9, b)`` gives the very numbers nine
+    ``rand(b)`` calls give (its stream is serial); elsewhere the nine calls are kept."""
+    gen_device = generator.device if generator is not None else torch.device(device)
+    if gen_device.type == "cpu":
+        return torch.rand(9, b, generator=generator, device=gen_device)
+    return torch.stack([torch.rand(b, generator=generator, device=gen_device) for _ in range(9)])
 
 
 @functools.lru_cache(maxsize=32)
-def _gaussian_kernel(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``(1, size)`` Gaussian, built once per setting and device (kornia's kernel, same values)."""
-    return get_gaussian_kernel1d(size, sigma).to(device=device, dtype=dtype)
+def _draw_table(
+    brightness: float, contrast: float, saturation: float, hue: float, sharpness_max: float,
+    jitter_p: float, grayscale_p: float, blur_p: float, sharpness_p: float, device: torch.device,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(9, 1)`` scale, offset and threshold columns that turn the uniform draws into the
+    call's values (``draws * scale + offset``) and flags (``draws < threshold``).
+
+    Value rows: brightness as its additive offset ``factor - 1`` in ``[-brightness, brightness]``,
+    contrast and saturation factors, the hue shift in sextants of the hue circle (``6 x turns``),
+    the sharpness factor. Flag rows keep the draw itself (scale 1, offset 0).
+    """
+    scale, offset, threshold = [1.0] * 9, [0.0] * 9, [0.0] * 9
+    for row, lo, hi in ((_BRIGHTNESS, -brightness, brightness), (_CONTRAST, 1 - contrast, 1 + contrast),
+                        (_SATURATION, 1 - saturation, 1 + saturation), (_HUE, -6 * hue, 6 * hue),
+                        (_SHARP_FACTOR, 0.0, sharpness_max)):
+        scale[row], offset[row] = hi - lo, lo
+    for row, p in zip(_FLAGS, (jitter_p, grayscale_p, blur_p, sharpness_p), strict=True):
+        threshold[row] = p
+    return tuple(torch.tensor(v, device=device)[:, None] for v in (scale, offset, threshold))
 
 
 @functools.lru_cache(maxsize=32)
@@ -37,45 +59,81 @@ def _hue_constants(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Te
     return offsets.to(device), (5.0 - offsets).to(device)
 
 
-def _rotate_hue(x: Tensor, turns: Tensor, fused: bool | None = None) -> Tensor:
-    """Rotate the hue of RGB ``(B, 3, H, W)`` in ``[0, 1]`` by ``turns`` ``(B,)`` of the hue circle.
+@functools.lru_cache(maxsize=32)
+def _gray_weights(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(1, 3, 1, 1)`` luma weights (kornia's ``rgb_to_grayscale``: 0.299, 0.587, 0.114)."""
+    return torch.tensor([0.299, 0.587, 0.114], dtype=dtype).reshape(1, 3, 1, 1).to(device)
 
-    ``fused=None``: :func:`kornia.enhance.adjust_hue` (HSV there and back) on the CPU; elsewhere
-    (``fused=True``) the same rotation without building an HSV image: value ``M = max(rgb)``,
-    ``M * saturation`` and the hue in sextants (``[0, 6)``) as kornia's ``rgb_to_hsv`` makes them,
-    then each channel as ``hsv_to_rgb``'s closed form ``M - M s clamp(min(k, 4 - k), 0, 1)``
-    with ``k = (phase + hue) mod 6``: far fewer kernel launches (counted in docs/benchmarks.md);
-    the two agree to within the tests' 1e-5, gray and black pixels exactly.
+
+@functools.lru_cache(maxsize=32)
+def _gaussian_kernel(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(channels, 1, size, size)`` depthwise Gaussian: the outer product of kornia's 1-D kernel,
+    built once per setting and device."""
+    k = get_gaussian_kernel1d(size, sigma)[0].double()
+    kernel = (k[:, None] * k[None, :]).to(dtype).expand(channels, 1, size, size).contiguous()
+    if device.type == "cpu":  # the CPU's fast depthwise convolution is the channels-last one
+        kernel = kernel.contiguous(memory_format=torch.channels_last)
+    return kernel.to(device)
+
+
+def _adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """Scale the HSV saturation of RGB ``(B, 3, H, W)`` by ``factor`` ``(B, 1, 1, 1)``, clamped to 1.
+
+    In closed form, without an HSV image: the value ``M`` (channel maximum) is kept and every
+    channel moves towards it, ``M - (M - x) min(factor, M / (M - min))`` (kornia's
+    ``adjust_saturation``, equal to float rounding and its ``1e-8`` guard).
     """
-    if fused is None:
-        fused = x.device.type != "cpu"
-    if not fused:
-        return adjust_hue(x, turns * 2 * math.pi)
+    low, top = torch.aminmax(x, dim=-3, keepdim=True)
+    limit = top / (top - low).clamp_min(1e-12)  # the factor that takes the saturation to 1
+    return torch.lerp(top, x, torch.minimum(limit, factor))
+
+
+def _rotate_hue(x: Tensor, sextants: Tensor) -> Tensor:
+    """Rotate the hue of RGB ``(B, 3, H, W)`` in ``[0, 1]`` by ``sextants`` ``(B, 1, 1, 1)``
+    (sixths of the hue circle).
+
+    No HSV image: value ``M = max(rgb)``, chroma ``C = M - min(rgb)`` and the hue in sextants
+    (``[-1, 5)``) as kornia's ``rgb_to_hsv`` makes them, then each channel as ``hsv_to_rgb``'s
+    closed form ``M - C clamp(min(k, 4 - k), 0, 1)`` with ``k = (phase + hue) mod 6``. Equal to
+    kornia's ``adjust_hue`` to within the tests' 1e-5 (its ``1e-8`` saturation guard and float
+    rounding); gray and black pixels are left exactly.
+    """
     offsets, phases = _hue_constants(x.device, x.dtype)
     top, first = x.max(dim=-3, keepdim=True)  # first maximal channel, as kornia breaks ties
     chroma = top - x.amin(dim=-3, keepdim=True)
-    top_sat = top * (chroma / torch.where(top == 0, 1.0, top + 1e-8))  # V * S of rgb_to_hsv
     # Hue in sextants: (g - b) / C, (b - r) / C + 2 or (r - g) / C + 4 by the maximal channel.
     sextant = torch.roll(x, -1, dims=-3) - torch.roll(x, -2, dims=-3) + offsets * chroma
-    hue = sextant.gather(-3, first) / torch.where(chroma == 0, 1.0, chroma)
-    hue = hue + 6 * turns[:, None, None, None]
-    k = torch.remainder(phases + hue, 6.0)
-    return top - top_sat * torch.minimum(k, 4 - k).clamp(0, 1)
+    hue = sextant.gather(-3, first) / chroma.clamp_min(1e-12)  # gray: 0 / tiny = 0
+    k = torch.remainder(hue + (phases + sextants), 6.0)
+    return torch.addcmul(top, chroma, torch.minimum(k, 4 - k).clamp_(0, 1), value=-1)
 
 
-def _blur(x: Tensor, size: int, sigma: float, cached: bool | None = None) -> Tensor:
-    """kornia's separable Gaussian blur with reflect borders, ``(B, C, H, W)`` -> same.
+def _blur(x: Tensor, size: int, sigma: float) -> Tensor:
+    """Gaussian blur with reflect borders (kornia's ``gaussian_blur2d``), ``(B, C, H, W)`` -> same.
 
-    ``cached=None``: on the CPU, :func:`kornia.filters.gaussian_blur2d` itself (it has a fast CPU
-    kernel); elsewhere (``cached=True``) the separable filter it calls there, with the kernel
-    built once per setting instead of rebuilt by small kernel launches at every call.
+    One depthwise convolution with the 2-D kernel (equal to kornia's two separable passes to float
+    rounding); the kernel is built once per setting. On the CPU the convolution runs channels-last
+    (several times faster there at these shapes) and the result comes back contiguous.
     """
-    if cached is None:
-        cached = x.device.type != "cpu"
-    if not cached:
-        return gaussian_blur2d(x, (size, size), (sigma, sigma))
-    kernel = _gaussian_kernel(size, float(sigma), x.device, x.dtype).expand(x.shape[0], -1)
-    return filter2d_separable(x, kernel, kernel, border_type="reflect")
+    r = size // 2
+    kernel = _gaussian_kernel(size, float(sigma), x.shape[1], x.device, x.dtype)
+    padded = F.pad(x, (r, r, r, r), mode="reflect")
+    if x.device.type == "cpu":
+        padded = padded.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(padded, kernel, groups=x.shape[1]).contiguous()
+    return F.conv2d(padded, kernel, groups=x.shape[1])
+
+
+def _sharpen(x: Tensor, factor: Tensor) -> Tensor:
+    """kornia's ``sharpness`` with ``factor`` ``(B, 1, 1, 1)``: the interior blended from the
+    ``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13`` smoothing (clamped) towards the image by ``factor``,
+    clamped; the one-pixel border kept. The smoothing is ``9/13`` of a 3 x 3 mean plus ``4/13`` of
+    the centre pixel (equal to kornia's convolution to float rounding)."""
+    inner = x[..., 1:-1, 1:-1]
+    smooth = torch.lerp(F.avg_pool2d(x, 3, stride=1), inner, 4.0 / 13.0).clamp_(0, 1)
+    out = x.clone()
+    out[..., 1:-1, 1:-1] = torch.lerp(smooth, inner, factor).clamp_(0, 1)
+    return out
 
 
 def _check_params(
@@ -132,12 +190,15 @@ def strong_photometric(
     and re-normalises; we apply it to RGB in ``[0, 1]``, the range kornia's
     kernels expect.
 
-    Speed: with a CPU generator (the default in the trainers) the draws stay on
-    the host, so a step that no image drew is skipped without a device read.
-    On the CPU every step is kornia's kernel, bit for bit. Elsewhere (a GPU)
-    the blur kernel is built once per setting and the hue is rotated in closed
-    form, without an HSV image (equal to kornia's ``adjust_hue`` within the
-    tests' 1e-5): fewer kernel launches than the kornia path (docs/benchmarks.md).
+    Speed: every step is a few fused tensor operations on any device, equal to
+    kornia's ``adjust_*``, ``rgb_to_grayscale``, ``gaussian_blur2d`` and
+    ``sharpness`` to float rounding (the tests hold each step and the whole
+    augmentation to 1e-5 of a kornia composition on the same draws): saturation
+    and hue in closed form without an HSV image, the blur as one depthwise
+    convolution with its kernel built once per setting. With a CPU generator
+    (the default in the trainers) the draws stay on the host, so a step that no
+    image drew is skipped, and one that every image drew needs no selection,
+    without a device read.
 
     Args:
         images: ``(B, 3, H, W)`` RGB floats in ``[0, 1]``.
@@ -167,51 +228,58 @@ def strong_photometric(
             f"`images` must be at least 3x3 for the sharpness step, got {tuple(images.shape)}"
         )
 
-    b, device = images.shape[0], images.device
-    dtype = images.dtype
-    x = images.float().clamp(0, 1)
+    b, device, dtype = images.shape[0], images.device, images.dtype
+    with torch.autocast(device_type=device.type, enabled=False):  # float32 kernels, as kornia's
+        x = images.float().clamp(0, 1)
 
-    # Draw every random number first, in a fixed order, so a seed fixes the result. The draws
-    # are made where the generator lives (the host, for a CPU generator) and moved in two
-    # copies; a step no image drew is then skipped without reading the device.
-    order = torch.randperm(4, generator=generator, device=generator.device if generator else "cpu")
-    u = [_draw(b, generator, device) for _ in range(9)]
-    flags = torch.stack([u[0] < jitter_p, u[5] < grayscale_p, u[6] < blur_p, u[8] < sharpness_p])
-    ranges = ((1 - brightness, 1 + brightness), (1 - contrast, 1 + contrast),
-              (1 - saturation, 1 + saturation), (-hue, hue), (0.0, sharpness_max))
-    values = torch.stack([lo + (hi - lo) * v for (lo, hi), v in zip(ranges, (*u[1:5], u[7]), strict=True)])
-    drawn = flags.any(dim=1).tolist() if flags.device.type == "cpu" else [True] * 4
-    flags, values = host_to_device(flags, device), host_to_device(values, device)
-    do_jitter, do_gray, do_blur, do_sharp = flags
-    factors, sharp = values[:4], values[4]
+        # Draw every random number first, in a fixed order, so a seed fixes the result. The draws
+        # are made where the generator lives (the host, for a CPU generator) and moved in two
+        # copies; a step no image drew is then skipped, and one every image drew needs no
+        # selection, without reading the device.
+        order = torch.randperm(4, generator=generator, device=generator.device if generator else "cpu")
+        u = _draws(b, generator, device)
+        scale, offset, threshold = _draw_table(
+            float(brightness), float(contrast), float(saturation), float(hue), float(sharpness_max),
+            float(jitter_p), float(grayscale_p), float(blur_p), float(sharpness_p), u.device,
+        )
+        hits = u < threshold
+        if u.device.type == "cpu":
+            counts = hits.sum(dim=1).tolist()  # per row: how many images drew it (flag rows only)
+            drawn = [p > 0 and counts[row] > 0 for p, row in zip(
+                (jitter_p, grayscale_p, blur_p, sharpness_p), _FLAGS, strict=True)]
+            every = [counts[row] == b for row in _FLAGS]
+        else:
+            drawn, every = [p > 0 for p in (jitter_p, grayscale_p, blur_p, sharpness_p)], [False] * 4
+        hits, values = host_to_device(hits, device), host_to_device(u * scale + offset, device)
+        flag = {row: hits[row][:, None, None, None] for row in _FLAGS}
+        value = {row: values[row][:, None, None, None] for row in
+                 (_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE, _SHARP_FACTOR)}
 
-    steps = (
-        lambda t, f: adjust_brightness(t, f - 1),
-        adjust_contrast,
-        adjust_saturation,
-        _rotate_hue,
-    )
+        steps = (
+            lambda t: torch.add(t, value[_BRIGHTNESS]).clamp_(0, 1),
+            lambda t: torch.mul(t, value[_CONTRAST]).clamp_(0, 1),
+            lambda t: _adjust_saturation(t, value[_SATURATION]),
+            lambda t: _rotate_hue(t, value[_HUE]),
+        )
 
-    def sel(flag: Tensor, new: Tensor, old: Tensor) -> Tensor:
-        return torch.where(flag[:, None, None, None], new, old)
+        def sel(step: int, new: Tensor, old: Tensor) -> Tensor:
+            """``new`` for the images that drew the step, ``old`` for the others."""
+            return new if every[step] else torch.where(flag[_FLAGS[step]], new, old)
 
-    # A step whose probability is 0, or that no image drew, is skipped (its draws are still made).
-    jitter_on, gray_on, blur_on, sharp_on = (
-        p > 0 and d for p, d in zip((jitter_p, grayscale_p, blur_p, sharpness_p), drawn, strict=True)
-    )
-    x_aug = x
-    if jitter_on:
-        jittered = x
-        for idx in order.tolist():  # four steps, a permutation of a CPU tensor: no device sync
-            jittered = steps[idx](jittered, factors[idx])
-        x_aug = sel(do_jitter, jittered.clamp(0, 1), x)
-    if gray_on:
-        x_aug = sel(do_gray, rgb_to_grayscale(x_aug).expand_as(x_aug), x_aug)
-    if blur_on:
-        x_aug = sel(do_blur, _blur(x_aug, blur_kernel, blur_sigma), x_aug)
-    if sharp_on:
-        x_aug = sel(do_sharp, sharpness(x_aug, sharp), x_aug)
-    return (beta * x_aug + (1 - beta) * x).to(dtype)
+        x_aug = x
+        if drawn[0]:
+            jittered = x
+            for idx in order.tolist():  # four steps, a permutation of a CPU tensor: no device sync
+                jittered = steps[idx](jittered)
+            x_aug = sel(0, jittered.clamp_(0, 1), x)
+        if drawn[1]:
+            gray = F.conv2d(x_aug, _gray_weights(device, x.dtype)).expand_as(x_aug)
+            x_aug = sel(1, gray, x_aug)
+        if drawn[2]:
+            x_aug = sel(2, _blur(x_aug, blur_kernel, blur_sigma), x_aug)
+        if drawn[3]:
+            x_aug = sel(3, _sharpen(x_aug, value[_SHARP_FACTOR]), x_aug)
+        return torch.lerp(x, x_aug, beta).to(dtype)
 
 
 class StrongPhotometric(nn.Module):

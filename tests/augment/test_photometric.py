@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
 import torch
 from kornia.augmentation import RandomGaussianBlur, RandomGrayscale
 from kornia.color import rgb_to_grayscale
-from kornia.enhance import adjust_hue, sharpness
+from kornia.enhance import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, sharpness
 from kornia.filters import gaussian_blur2d
 
 import diga.augment.photometric as photometric
@@ -20,6 +19,18 @@ OFF = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, sharpness_p=0.0)
 
 def only(**kw):
     return {**OFF, "beta": 1.0, **kw}
+
+
+def _corner_cases(gen: torch.Generator) -> torch.Tensor:
+    """Twelve 9 x 10 images: black, gray, a primary, ties for the maximum, the cube's corners, random."""
+    x = torch.rand(12, 3, 9, 10, generator=gen)
+    x[0] = 0.0  # black
+    x[1] = 0.37  # gray
+    x[2] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # a primary
+    x[3, 1] = x[3, 0]  # red and green tied for the maximum
+    x[4, 2] = x[4, 1]  # green and blue tied
+    x[5] = x[5].round()  # corners of the cube
+    return x
 
 
 class TestStrongPhotometric:
@@ -43,40 +54,58 @@ class TestStrongPhotometric:
         torch.testing.assert_close(out, RandomGaussianBlur((3, 3), (2.0, 2.0), p=1.0)(x))
 
     @pytest.mark.parametrize("size, sigma", [(3, 2.0), (5, 1.3)])
-    def test_cached_blur_kernel_is_kornias(self, gen, size, sigma):
-        # The path off the CPU (kernel built once, then kornia's separable filter) gives
-        # gaussian_blur2d's result bit for bit, batch after batch.
-        for b in (1, 4, 4):
-            x = torch.rand(b, 3, 11, 13, generator=gen)
-            cached = photometric._blur(x, size, sigma, cached=True)
-            assert torch.equal(cached, gaussian_blur2d(x, (size, size), (sigma, sigma)))
+    def test_blur_is_kornias(self, gen, size, sigma):
+        # One depthwise convolution with the kernel built once: kornia's two separable passes to
+        # float rounding, batch after batch, on both sides of the size where kornia's CPU path
+        # switches from convolution to weighted slices (256 x 256 pixels).
+        big = ((1, 256, 256),) if size == 3 else ()
+        for b, h, w in ((1, 11, 13), (4, 11, 13), (4, 11, 13), *big):
+            x = torch.rand(b, 3, h, w, generator=gen)
+            out = photometric._blur(x, size, sigma)
+            torch.testing.assert_close(out, gaussian_blur2d(x, (size, size), (sigma, sigma)), rtol=0, atol=1e-6)
+            assert out.is_contiguous()
         assert photometric._gaussian_kernel.cache_info().currsize >= 1
 
-    def test_fused_hue_matches_kornia(self, gen):
-        x = torch.rand(12, 3, 9, 10, generator=gen)
-        x[0] = 0.0  # black
-        x[1] = 0.37  # gray
-        x[2] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # a primary
-        x[3, 1] = x[3, 0]  # red and green tied for the maximum
-        x[4, 2] = x[4, 1]  # green and blue tied
-        x[5] = x[5].round()  # corners of the cube
-        turns = torch.rand(12, generator=gen) * 0.2 - 0.1
-        turns[6:9] = torch.tensor([0.5, -0.5, 0.0])
-        fused = photometric._rotate_hue(x, turns, fused=True)
-        torch.testing.assert_close(fused, adjust_hue(x, turns * 2 * math.pi), rtol=0, atol=1e-5)
-        assert torch.equal(fused[:2], x[:2])  # no hue: left exactly
-        assert torch.equal(photometric._rotate_hue(x, turns), adjust_hue(x, turns * 2 * math.pi))
+    @pytest.mark.parametrize("step", ["hue", "saturation", "sharpness"])
+    def test_step_matches_kornia(self, gen, step):
+        # (ours, kornia's, factor range, special factors); ours takes (B, 1, 1, 1) factors.
+        ours, theirs, (low, high), special = {
+            "hue": (lambda x, t: photometric._rotate_hue(x, 6 * t), lambda x, t: adjust_hue(x, t * 2 * math.pi),
+                    (-0.1, 0.1), [0.5, -0.5, 0.0]),
+            "saturation": (photometric._adjust_saturation, adjust_saturation, (0.0, 2.0), [0.0, 1.0, 2.0]),
+            "sharpness": (photometric._sharpen, sharpness, (0.0, 0.5), [0.0, 0.5, 2.0]),
+        }[step]
+        x = _corner_cases(gen)
+        factor = low + (high - low) * torch.rand(12, generator=gen)
+        factor[6:9] = torch.tensor(special)
+        out = ours(x, factor[:, None, None, None])
+        torch.testing.assert_close(out, theirs(x, factor), rtol=0, atol=1e-5)
+        assert torch.equal(out[:2], x[:2])  # black and gray: left exactly
 
-    def test_off_cpu_paths_match_the_cpu_path(self, gen, monkeypatch):
-        # What a GPU runs (fused hue, blur kernel built once), forced here, against kornia's path.
-        x = torch.rand(6, 3, 12, 14, generator=gen)
-        ref = [strong_photometric(x, jitter_p=1.0, hue=0.5, generator=torch.Generator().manual_seed(s))
-               for s in range(8)]
-        monkeypatch.setattr(photometric, "_rotate_hue", functools.partial(photometric._rotate_hue, fused=True))
-        monkeypatch.setattr(photometric, "_blur", functools.partial(photometric._blur, cached=True))
-        for s, r in enumerate(ref):
-            out = strong_photometric(x, jitter_p=1.0, hue=0.5, generator=torch.Generator().manual_seed(s))
-            torch.testing.assert_close(out, r, rtol=0, atol=1e-5)
+    @pytest.mark.parametrize("seed", range(6))
+    def test_matches_a_kornia_composition(self, seed):
+        # The whole augmentation against its steps spelled out with kornia's functions on the
+        # same draws (one random jitter order per call; each step kept per image by its flag).
+        b = 8
+        x = torch.rand(b, 3, 12, 14, generator=torch.Generator().manual_seed(100 + seed))
+        kw = dict(beta=0.4, hue=0.5, jitter_p=0.6, grayscale_p=0.4, blur_p=0.6, sharpness_p=0.5)
+        out = strong_photometric(x, **kw, generator=torch.Generator().manual_seed(seed))
+
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(4, generator=g).tolist()
+        u = [torch.rand(b, generator=g) for _ in range(9)]
+        flag = [(u[i] < p)[:, None, None, None] for i, p in ((0, 0.6), (5, 0.4), (6, 0.6), (8, 0.5))]
+        factors = [0.6 + 0.8 * u[1], 0.6 + 0.8 * u[2], 0.8 + 0.4 * u[3], -0.5 + 1.0 * u[4]]
+        steps = [lambda t: adjust_brightness(t, factors[0] - 1), lambda t: adjust_contrast(t, factors[1]),
+                 lambda t: adjust_saturation(t, factors[2]), lambda t: adjust_hue(t, factors[3] * 2 * math.pi)]
+        jittered = x
+        for i in order:
+            jittered = steps[i](jittered)
+        ref = torch.where(flag[0], jittered.clamp(0, 1), x)
+        ref = torch.where(flag[1], rgb_to_grayscale(ref).expand_as(ref), ref)
+        ref = torch.where(flag[2], gaussian_blur2d(ref, (3, 3), (2.0, 2.0)), ref)
+        ref = torch.where(flag[3], sharpness(ref, 0.5 * u[7]), ref)
+        torch.testing.assert_close(out, 0.4 * ref + 0.6 * x, rtol=0, atol=1e-5)
 
     def test_step_no_image_drew_is_skipped(self, gen, monkeypatch):
         calls = {"hue": 0, "blur": 0}
