@@ -25,7 +25,7 @@ from diga.engine.checkpoint import atomic_save, get_rng_state, load_checkpoint, 
 from diga.engine.distributed import DistInfo
 from diga.engine.log import JsonlLogger, progress
 
-__all__ = ["ResumableLoop", "backward_step", "poly_schedule", "stage_checkpoint"]
+__all__ = ["WARMUP_START", "ResumableLoop", "backward_step", "poly_schedule", "stage_checkpoint", "warmup_factor"]
 
 
 def stage_checkpoint(work_dir: str | os.PathLike, stage: str, kind: str = "last") -> Path:
@@ -33,8 +33,28 @@ def stage_checkpoint(work_dir: str | os.PathLike, stage: str, kind: str = "last"
     return Path(work_dir) / "checkpoints" / f"{stage}_{kind}.pt"
 
 
-def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float):
+#: Where a linear learning-rate warm-up starts, as a fraction of the rate (VFM-UDA's ``start_warmup_lr``).
+WARMUP_START = 1e-3
+
+
+def warmup_factor(step: int, warmup_steps: int, start: float = WARMUP_START) -> float:
+    """The linear warm-up's multiplier: ``start`` at step 0, rising linearly to 1 at ``warmup_steps``, then 1.
+
+    Example:
+        >>> [warmup_factor(s, 4, start=0.0) for s in (0, 1, 4, 9)], warmup_factor(3, 0)
+        ([0.0, 0.25, 1.0, 1.0], 1.0)
+    """
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return 1.0
+    return start + (1.0 - start) * step / warmup_steps
+
+
+def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float, *, warmup_steps: int = 0):
     """The poly learning-rate decay ``(1 - step / total) ** power`` (clamped at 0 after ``total``).
+
+    ``warmup_steps > 0`` multiplies it by :func:`warmup_factor` (a linear rise from
+    :data:`WARMUP_START` x the rate over the first ``warmup_steps`` steps), as ViT fine-tuning
+    recipes do; 0 (default) leaves the decay alone.
 
     Example:
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -46,8 +66,10 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: flo
         [0.75, 0.5, 0.25]
     """
     total = max(1, total_steps)
+    check_number(warmup_steps, "warmup_steps", low=0, integer=True)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1.0 - min(step, total) / total) ** power
+        optimizer,
+        lambda step: max(0.0, 1.0 - min(step, total) / total) ** power * warmup_factor(step, warmup_steps),
     )
 
 

@@ -68,7 +68,16 @@ class TimmSegmenter(nn.Module):
     Logits come out at the decoder's resolution, the finest level used: stride
     4 for CNNs (ResNet, ConvNeXt, ...), the patch size for plain ViTs (16, or 14
     for DINOv2), which give one map per block index. They are not upsampled to
-    the input size. By default every level with stride >= 4 feeds the decoder
+    the input size.
+
+    Any input size: backbones that accept timm's ``dynamic_img_size`` (ViT, DeiT,
+    EVA, DINOv2, Swin) get ``dynamic_img_size=True`` unless the kwargs say otherwise
+    (their position embeddings are interpolated to the input's grid). An input
+    whose sides are not multiples of a ViT's patch ``p`` is resized (bilinear) to
+    the nearest multiples, ``p * round(H / p)`` x ``p * round(W / p)``, so the
+    logits, ``round(H / p)`` x ``round(W / p)``, cover exactly the whole image
+    (timm's ``dynamic_img_pad=True`` pads instead, and then the last row and
+    column of logits also cover padding). By default every level with stride >= 4 feeds the decoder
     (a ResNet's stride-2 stem output is left out; a ViT gets timm's default, the
     last three blocks); ``out_indices`` picks levels explicitly (passed to timm).
     Backbones that emit channels-last maps (Swin) are permuted to ``(B, C, h, w)``.
@@ -86,11 +95,12 @@ class TimmSegmenter(nn.Module):
         decoder_dim: the features' channels ``D``.
         out_indices: backbone levels to decode (timm's ``out_indices``).
         dropout: ``Dropout2d`` rate before the classifier.
-        **backbone_kwargs: passed to ``timm.create_model`` (e.g. ``dynamic_img_size=True``
-            so a ViT accepts any size divisible by its patch, ``img_size``, ``drop_path_rate``).
+        **backbone_kwargs: passed to ``timm.create_model`` (e.g. ``img_size``, ``drop_path_rate``,
+            ``depth``; ``dynamic_img_size=False`` keeps a ViT at its ``img_size``).
 
     Attributes:
         mean, std: the backbone's ``pretrained_cfg`` RGB statistics (tuples).
+        patch_size: ``(p, p)`` of a ViT whose inputs are resized to multiples of it, else None.
         feature_dim, num_classes, output_stride.
 
     Raises:
@@ -100,9 +110,11 @@ class TimmSegmenter(nn.Module):
         >>> net = TimmSegmenter("resnet18", num_classes=5, decoder_dim=32)
         >>> net(torch.rand(2, 3, 64, 64)).shape  # stride 4
         torch.Size([2, 5, 16, 16])
-        >>> vit = TimmSegmenter("vit_tiny_patch16_224", 5, decoder_dim=32, dynamic_img_size=True)
+        >>> vit = TimmSegmenter("vit_tiny_patch16_224", 5, decoder_dim=32)
         >>> vit(torch.rand(1, 3, 64, 64)).shape, vit.mean  # stride 16
         (torch.Size([1, 5, 4, 4]), (0.5, 0.5, 0.5))
+        >>> vit(torch.rand(1, 3, 70, 90)).shape  # resized to 64 x 96 first
+        torch.Size([1, 5, 4, 6])
     """
 
     def __init__(
@@ -128,9 +140,18 @@ class TimmSegmenter(nn.Module):
         if out_indices is not None:
             kwargs["out_indices"] = tuple(int(i) for i in out_indices)
         try:
-            self.encoder = timm.create_model(
-                encoder_name, pretrained=bool(pretrained), features_only=True, **kwargs
-            )
+            if "dynamic_img_size" in kwargs:
+                self.encoder = timm.create_model(encoder_name, pretrained=bool(pretrained), features_only=True,
+                                                 **kwargs)
+            else:  # any input size where the backbone allows it (ViTs); CNNs refuse the keyword
+                try:
+                    self.encoder = timm.create_model(encoder_name, pretrained=bool(pretrained), features_only=True,
+                                                     dynamic_img_size=True, **kwargs)
+                except TypeError as err:
+                    if "dynamic_img_size" not in str(err):
+                        raise
+                    self.encoder = timm.create_model(encoder_name, pretrained=bool(pretrained), features_only=True,
+                                                     **kwargs)
         except RuntimeError as err:
             if str(err).startswith("Unknown model"):
                 raise ValueError(
@@ -138,6 +159,11 @@ class TimmSegmenter(nn.Module):
                     f"got {encoder_name!r}"
                 ) from None
             raise
+        patch_embed = getattr(getattr(self.encoder, "model", self.encoder), "patch_embed", None)
+        patch = getattr(patch_embed, "patch_size", None)
+        resizes = (patch is not None and not getattr(patch_embed, "strict_img_size", True)
+                   and not getattr(patch_embed, "dynamic_img_pad", False))
+        self.patch_size: tuple[int, int] | None = (int(patch[0]), int(patch[1])) if resizes else None
         reductions = [int(r) for r in self.encoder.feature_info.reduction()]
         channels = [int(c) for c in self.encoder.feature_info.channels()]
         levels = list(range(len(reductions)))
@@ -159,7 +185,13 @@ class TimmSegmenter(nn.Module):
         self.feature_dim = int(decoder_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x``: normalised ``(B, 3, H, W)``; returns logits ``(B, C, H / s, W / s)``, s = output_stride."""
+        """``x``: normalised ``(B, 3, H, W)``; returns logits ``(B, C, H / s, W / s)``, s = output_stride
+        (``round(H / p)`` x ``round(W / p)`` for a ViT of patch ``p``)."""
+        if self.patch_size is not None:
+            (ph, pw), (h, w) = self.patch_size, x.shape[-2:]
+            if h % ph or w % pw:  # the nearest multiples of the patch, at least one patch
+                size = (max(ph, (h + ph // 2) // ph * ph), max(pw, (w + pw // 2) // pw * pw))
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         maps = self.encoder(x)
         maps = [maps[i] for i in self.levels]
         if self.channels_last:

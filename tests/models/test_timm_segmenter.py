@@ -78,3 +78,37 @@ class TestTimmSegmenter:
             TimmSegmenter("resnet18", 3, decoder_dim=0)
         with pytest.raises(ValueError, match="`features` must hold 2 levels"):
             MLPDecoder([4, 4], 8)([torch.rand(1, 4, 2, 2)])
+
+
+class TestAnyInputSize:
+    """ViTs accept any size: dynamic position embeddings by default, sides resized to multiples of the patch."""
+
+    def test_vit_gets_dynamic_size_and_resizes_to_the_patch_grid(self):
+        torch.manual_seed(0)
+        model = TimmSegmenter("vit_small_patch14_dinov2", 3, decoder_dim=16, depth=3, img_size=56).eval()
+        assert model.patch_size == (14, 14) and model.encoder.model.dynamic_img_size
+        x = torch.rand(1, 3, 50, 90, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            out = model(x)
+            # the reference: resize to the nearest multiples of 14 (56 x 84) by hand, then the same network
+            ref = model(F.interpolate(x, size=(56, 84), mode="bilinear", align_corners=False))
+            whole = model(torch.rand(2, 3, 28, 98))  # multiples: no resize, any grid
+        assert out.shape == (1, 3, 4, 6)
+        torch.testing.assert_close(out, ref)
+        assert whole.shape == (2, 3, 2, 7)
+        with torch.no_grad():
+            assert model(torch.rand(1, 3, 5, 30)).shape == (1, 3, 1, 2)  # at least one patch
+
+    def test_explicit_kwargs_win(self):
+        fixed = TimmSegmenter("vit_small_patch14_dinov2", 3, decoder_dim=16, depth=3, img_size=28,
+                              dynamic_img_size=False)
+        assert fixed.patch_size is None
+        with pytest.raises(AssertionError):  # timm's own check: a fixed-size ViT
+            fixed(torch.rand(1, 3, 56, 56))
+        padded = TimmSegmenter("vit_small_patch14_dinov2", 3, decoder_dim=16, depth=3, img_size=28,
+                               dynamic_img_size=True, dynamic_img_pad=True)
+        assert padded.patch_size is None and padded(torch.rand(1, 3, 30, 30)).shape == (1, 3, 3, 3)
+
+    def test_cnn_is_not_resized(self):
+        model = TimmSegmenter("resnet18", 2, decoder_dim=8)
+        assert model.patch_size is None and model(torch.rand(1, 3, 50, 70)).shape == (1, 2, 13, 18)
