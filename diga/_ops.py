@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["class_argmax", "count_values", "host_to_device", "resize_labels"]
+__all__ = ["class_argmax", "constant", "count_values", "host_to_device", "resize_labels"]
 
 
 def class_argmax(scores: Tensor, dim: int = 1) -> Tensor:
@@ -86,3 +88,18 @@ def host_to_device(x: Tensor, device: torch.device | str) -> Tensor:
         tensor([0, 1, 2])
     """
     return x.to(device, non_blocking=True)
+
+
+@functools.lru_cache(maxsize=64)
+def constant(value: float | int | bool, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """A 0-dim tensor holding ``value``, made once per value, dtype and device (do not write to it).
+
+    For ``torch.where(mask, constant(...), x)`` and the like: a Python number there becomes a
+    fresh scalar tensor, an extra operator (and on CUDA a host-to-device copy) at every call.
+
+    Example:
+        >>> x = torch.tensor([1.0, 2.0])
+        >>> torch.where(x > 1, constant(0.0, x.dtype, x.device), x)
+        tensor([1., 0.])
+    """
+    return torch.full((), value, dtype=dtype, device=device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diga._checks import (
@@ -16,8 +17,9 @@ from diga._checks import (
     check_same_shape,
     check_same_spatial,
     value_checks,
+    value_checks_enabled,
 )
-from diga._ops import host_to_device
+from diga._ops import constant, host_to_device
 
 __all__ = ["CrossDomainMix", "class_mix_mask", "mix_by_mask"]
 
@@ -33,6 +35,7 @@ def class_mix_mask(
     ignore_index: int = 255,
     num_classes: int | None = None,
     generator: torch.Generator | None = None,
+    num_masks: int | None = None,
 ) -> Tensor:
     """ClassMix mask from a label map: half of each sample's classes, plus ignore pixels.
 
@@ -54,9 +57,13 @@ def class_mix_mask(
         num_classes: number of classes ``C``; inferred from the labels when None.
         generator: random source; a CPU generator with CUDA labels samples on
             the CPU and moves the scores to the labels' device.
+        num_masks: draw this many independent masks of the same labels at once,
+            ``(num_masks, B, H, W)``: the masks (and draws) of that many calls in a row,
+            for the work of about one.
 
     Returns:
-        ``(B, H, W)`` bool mask, True where the pasted image shows.
+        ``(B, H, W)`` bool mask, True where the pasted image shows (``(num_masks, B, H, W)``
+        with ``num_masks``).
 
     Raises:
         ValueError: labels that are not ``(B, H, W)`` integers, empty, or out of range.
@@ -66,48 +73,69 @@ def class_mix_mask(
         >>> mask = class_mix_mask(labels, generator=torch.Generator().manual_seed(0))
         >>> mask.shape, bool(mask[0, 1, 1]), int(mask[0].sum()) - 1
         (torch.Size([1, 2, 2]), True, 1)
+        >>> class_mix_mask(labels, generator=torch.Generator().manual_seed(0), num_masks=2).shape
+        torch.Size([2, 1, 2, 2])
     """
     check_number(ignore_index, "ignore_index", integer=True)
     if num_classes is not None:
         check_number(num_classes, "num_classes", low=1, integer=True)
-    return _class_mix_mask(labels, ignore_index, num_classes, generator, "labels")
+    if num_masks is not None:
+        check_number(num_masks, "num_masks", low=1, integer=True)
+    return _class_mix_mask(labels, ignore_index, num_classes, generator, "labels", num_masks)
+
+
+def _scores(shape: tuple[int, ...], generator, device) -> Tensor:
+    """``shape = (M, B, C)`` uniform scores, as ``M`` calls of ``torch.rand(B, C)`` in a row draw them (one
+    draw on a CPU generator, whose stream is serial); drawn where the generator lives, then moved."""
+    gen_device = generator.device if generator is not None else torch.device(device)
+    if gen_device.type == "cpu":
+        scores = torch.rand(shape, generator=generator, device=gen_device)
+    else:
+        scores = torch.stack([torch.rand(shape[1:], generator=generator, device=gen_device)
+                              for _ in range(shape[0])])
+    return host_to_device(scores, device)
 
 
 def _class_mix_mask(
-    labels: Tensor, ignore_index: int, num_classes: int | None, generator, name: str
+    labels: Tensor, ignore_index: int, num_classes: int | None, generator, name: str,
+    num_masks: int | None = None,
 ) -> Tensor:
     """:func:`class_mix_mask` with the labels' argument name for errors."""
     with value_checks(False):
         check_labels(labels, name, num_classes=num_classes, ignore_index=ignore_index)  # shape and dtype
-    is_ignore = labels == ignore_index
-    check_label_values(labels, name, num_classes=num_classes, ignore_index=ignore_index, is_ignore=is_ignore)
+    b, device = labels.shape[0], labels.device
+    is_ignore = None
+    if value_checks_enabled() or num_classes is None:
+        is_ignore = labels == ignore_index
+        check_label_values(labels, name, num_classes=num_classes, ignore_index=ignore_index, is_ignore=is_ignore)
     if num_classes is None:
         num_classes = _infer_num_classes(labels, is_ignore)
-    b = labels.shape[0]
-    device = labels.device
 
-    # Class index per pixel with ignore pixels sent to an extra slot C. Presence and the final
+    # Class index per pixel with ignore pixels sent to an extra slot C (labels hold classes and the
+    # ignore value: with ignore_index >= C a clamp does it in one pass). Presence and the final
     # lookup work on uint8 viewed as bool: on the CPU, scatter_ from a (broadcast) uint8 source
     # is ~4x faster than from a bool scalar, and a uint8 gather 2x faster than a bool one.
-    slot = torch.where(is_ignore, num_classes, labels).reshape(b, -1)
-    one = torch.ones((), dtype=torch.uint8, device=device)
+    if ignore_index >= num_classes:
+        slot = labels.clamp_max(num_classes)
+    else:
+        if is_ignore is None:
+            is_ignore = labels == ignore_index
+        slot = torch.where(is_ignore, constant(num_classes, labels.dtype, device), labels)
+    slot = slot.reshape(b, -1)
+    one = constant(1, torch.uint8, device)
     present = torch.zeros(b, num_classes + 1, dtype=torch.uint8, device=device)
     present = present.scatter_(1, slot, one.expand(slot.shape))[:, :num_classes].view(torch.bool)
 
-    if generator is not None and generator.device != device:
-        scores = host_to_device(torch.rand(b, num_classes, generator=generator, device=generator.device), device)
-    else:
-        scores = torch.rand(b, num_classes, generator=generator, device=device)
-    # Absent classes rank after every present one (scores are in [0, 1)).
-    scores = torch.where(present, scores, torch.full_like(scores, 2.0))
-    order = scores.argsort(dim=1)
-    rank = torch.empty_like(order).scatter_(
-        1, order, torch.arange(num_classes, device=device).expand(b, -1).contiguous()
-    )
+    m = 1 if num_masks is None else num_masks
+    scores = _scores((m, b, num_classes), generator, device)
+    # Absent classes rank after every present one (scores are in [0, 1)), so the first
+    # floor(n / 2) ranks are present classes; the rank of each class is the inverse of the order.
+    key = torch.where(present, scores, constant(2.0, scores.dtype, device))
+    rank = key.argsort(dim=-1).argsort(dim=-1)
     n_keep = present.sum(dim=1, keepdim=True) // 2
-    keep = (rank < n_keep) & present
-    keep = torch.cat([keep, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1).view(torch.uint8)
-    return keep.gather(1, slot).view(torch.bool).reshape(labels.shape)
+    keep = F.pad((rank < n_keep).view(torch.uint8), (0, 1), value=1)  # (M, B, C + 1): ignore is pasted
+    mask = keep.gather(2, slot.expand(m, -1, -1)).view(torch.bool).reshape(m, *labels.shape)
+    return mask[0] if num_masks is None else mask
 
 
 def mix_by_mask(pasted: Tensor, background: Tensor, mask: Tensor) -> Tensor:

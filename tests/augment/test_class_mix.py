@@ -78,6 +78,19 @@ class TestClassMixMask:
         c = class_mix_mask(labels, generator=torch.Generator().manual_seed(8))
         assert torch.equal(a, b) and not torch.equal(a, c)
 
+    @pytest.mark.parametrize("ignore_index", [255, -1, 3])
+    def test_several_masks_are_calls_in_a_row(self, gen, ignore_index):
+        labels = random_labels(gen)
+        labels = labels.masked_fill(labels == 255, ignore_index)
+        kw = dict(ignore_index=ignore_index, num_classes=19)
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        calls = torch.stack([class_mix_mask(labels, generator=g1, **kw) for _ in range(3)])
+        masks = class_mix_mask(labels, generator=g2, num_masks=3, **kw)
+        assert masks.shape == (3, *labels.shape) and torch.equal(masks, calls)
+        assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))  # the same draws used
+        with pytest.raises(ValueError, match="num_masks"):
+            class_mix_mask(labels, num_masks=0, **kw)
+
     def test_device(self, device, gen):
         labels = random_labels(gen).to(device)
         mask = class_mix_mask(labels, generator=torch.Generator().manual_seed(0), num_classes=19)
