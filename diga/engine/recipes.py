@@ -8,17 +8,24 @@
 
 Every number of the ``paper`` presets is read from the public DiGA scripts
 (fy-vision/DiGA); docs/recipes.md lists them beside the paper's values and says
-where we deliberately differ.
+where we deliberately differ. ``gta5`` and ``gta5_dg`` also have a ``dinov2`` preset:
+DiGA's stages with a DINOv2 ViT-B/14 (timm, through :class:`~diga.models.TimmSegmenter`)
+trained the way VFM-UDA (tue-mps/vfm-uda) trains one (AdamW, layer-wise lr decay,
+linear warm-up and decay, sliding-window inference); ``dinov2_tiny`` is its CPU twin.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from diga.engine.optim import LR_SCHEDULES, OptimConfig
+from torch import nn
 
-__all__ = ["Recipe", "StageRecipe", "get_recipe", "list_recipes"]
+from diga.engine.optim import LR_SCHEDULES, OptimConfig
+from diga.inference import check_window
+
+__all__ = ["PRESETS", "Recipe", "StageRecipe", "get_recipe", "list_presets", "list_recipes", "recipe_model"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,12 @@ class Recipe:
     (:class:`~diga.OhemCELoss`, threshold 0.7, 100000 pixels kept at least);
     ``aux_weight`` the auxiliary head's weight for models with one; ``labelled_fraction``
     the semi-supervised split (``"1/16"``).
+
+    ``model_kwargs`` go to :func:`~diga.models.create_model` with ``model`` and ``encoder``
+    (:func:`recipe_model` builds the network). ``eval_window`` / ``eval_stride``: sliding-window
+    inference, ``(h, w)`` windows every ``(h, w)`` pixels (stride None: half the window), for
+    evaluation and pseudo-labels (:func:`~diga.engine.evaluate`'s ``window`` / ``stride``); None:
+    whole images (and HRDA's windows above the whole-image bound).
     """
 
     name: str
@@ -96,8 +109,20 @@ class Recipe:
     seg_loss: str = "ce"
     aux_weight: float = 0.1
     labelled_fraction: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_window: tuple[int, int] | None = None
+    eval_stride: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.eval_window is None and self.eval_stride is not None:
+            raise ValueError(f"`eval_stride` needs an `eval_window`, got eval_stride={self.eval_stride!r} alone")
+        if self.eval_window is not None:
+            try:
+                check_window(self.eval_window, self.eval_stride)
+            except ValueError as err:
+                raise ValueError(f"`eval_window` / `eval_stride`: {err}") from None
+        if not isinstance(self.model_kwargs, dict):
+            raise ValueError(f"`model_kwargs` must be a dict, got {type(self.model_kwargs).__name__}")
         if self.seg_loss not in ("ce", "ohem"):
             raise ValueError(f"`seg_loss` must be 'ce' or 'ohem', got {self.seg_loss!r}")
         if self.setting not in ("uda", "dg", "ssl"):
@@ -215,12 +240,82 @@ def _tiny(base: Recipe) -> Recipe:
     )
 
 
+#: VFM-UDA's learning rate (uda_vit_generic.py): 5e-5 x sqrt(batch) for the head, 0.1 x that for the ViT's blocks.
+VFM_UDA_HEAD_LR_PER_SQRT_BATCH = 5e-5
+
+
+def _dinov2(base: Recipe) -> Recipe:
+    """DiGA's stages and batches with a DINOv2 ViT-B/14, trained as VFM-UDA trains one (docs/recipes.md).
+
+    AdamW (weight decay 0.01), the head at 10x the encoder, VFM-UDA's rate rule applied to this
+    recipe's batch (``5e-5 * sqrt(batch)`` for the head), linear warm-up over 1500 iterations from
+    1e-3 x the rate, then linear decay to 0 (poly, power 1); layer-wise decay 0.9 (ours: VFM-UDA's
+    default is 1.0, none). Crops of 504 x 896 (36 x 64 patches of 14: DiGA's 512 x 896 rounded down to
+    the patch grid, so a 512-row target image needs no padding); evaluation and pseudo-labels slide
+    windows of the training crop's size with half-window strides, as VFM-UDA does.
+    """
+    batch = max(base.warmup.batch_size, base.self_training.batch_size)
+    head_lr = VFM_UDA_HEAD_LR_PER_SQRT_BATCH * math.sqrt(batch)
+    crop = (504, 896)
+    return replace(
+        base,
+        name=base.name.replace("paper", "dinov2"),
+        crop_size=crop,
+        model="timm",
+        encoder="vit_base_patch14_dinov2",
+        model_kwargs={},
+        optim=OptimConfig(optimizer="adamw", lr=head_lr / 10.0, head_lr_mult=10.0, weight_decay=0.01, power=1.0,
+                          schedule="poly", layer_decay=0.9, warmup_steps=1500),
+        eval_window=crop,
+        eval_stride=(crop[0] // 2, crop[1] // 2),
+        paper_miou=None,
+    )
+
+
+def _dinov2_tiny(base: Recipe) -> Recipe:
+    """The ``dinov2`` preset's CPU twin: the same structure and optimiser at tiny crops and steps, with timm's DINOv2
+    ViT/14 cut to 3 blocks of width 96 (ViT-S/14's is 384: a step, a checkpoint and the test stay fast on CPU)."""
+    dino = _dinov2(base)
+    tiny = _tiny(base)
+    crop = (56, 84)  # multiples of the patch (14) inside the tiny low sizes
+    return replace(
+        tiny,
+        name=dino.name.replace("dinov2", "dinov2_tiny"),
+        crop_size=crop,
+        model=dino.model,
+        encoder="vit_small_patch14_dinov2",
+        model_kwargs={"depth": 3, "embed_dim": 96, "img_size": 56},
+        optim=replace(dino.optim, lr=1e-4, warmup_steps=2),
+        eval_window=crop,
+        eval_stride=(crop[0] // 2, crop[1] // 2),
+    )
+
+
 _RECIPES = {
     "cityscapes_ssl": {"paper": CITYSCAPES_SSL_PAPER, "tiny": _tiny(CITYSCAPES_SSL_PAPER)},
-    "gta5": {"paper": GTA5_PAPER, "tiny": _tiny(GTA5_PAPER)},
-    "gta5_dg": {"paper": GTA5_DG_PAPER, "tiny": _tiny(GTA5_DG_PAPER)},
+    "gta5": {"paper": GTA5_PAPER, "tiny": _tiny(GTA5_PAPER), "dinov2": _dinov2(GTA5_PAPER),
+             "dinov2_tiny": _dinov2_tiny(GTA5_PAPER)},
+    "gta5_dg": {"paper": GTA5_DG_PAPER, "tiny": _tiny(GTA5_DG_PAPER), "dinov2": _dinov2(GTA5_DG_PAPER),
+                "dinov2_tiny": _dinov2_tiny(GTA5_DG_PAPER)},
     "synthia": {"paper": SYNTHIA_PAPER, "tiny": _tiny(SYNTHIA_PAPER)},
 }
+
+#: Every preset name of some benchmark (the CLI's ``--preset`` choices); :func:`list_presets` has a benchmark's own.
+PRESETS: tuple[str, ...] = tuple(sorted({p for presets in _RECIPES.values() for p in presets}))
+
+
+def list_presets(benchmark: str) -> tuple[str, ...]:
+    """The presets of one benchmark, sorted.
+
+    Example:
+        >>> list_presets("gta5"), list_presets("synthia")
+        (('dinov2', 'dinov2_tiny', 'paper', 'tiny'), ('paper', 'tiny'))
+        >>> PRESETS
+        ('dinov2', 'dinov2_tiny', 'paper', 'tiny')
+    """
+    if benchmark not in _RECIPES:
+        raise ValueError(f"`benchmark` must be one of {sorted(_RECIPES)}, got {benchmark!r}")
+    return tuple(sorted(_RECIPES[benchmark]))
 
 
 def list_recipes() -> list[str]:
@@ -228,20 +323,40 @@ def list_recipes() -> list[str]:
 
     Example:
         >>> list_recipes()  # doctest: +NORMALIZE_WHITESPACE
-        ['cityscapes_ssl/paper', 'cityscapes_ssl/tiny', 'gta5/paper', 'gta5/tiny', 'gta5_dg/paper', 'gta5_dg/tiny',
-         'synthia/paper', 'synthia/tiny']
+        ['cityscapes_ssl/paper', 'cityscapes_ssl/tiny', 'gta5/dinov2', 'gta5/dinov2_tiny', 'gta5/paper', 'gta5/tiny',
+         'gta5_dg/dinov2', 'gta5_dg/dinov2_tiny', 'gta5_dg/paper', 'gta5_dg/tiny', 'synthia/paper', 'synthia/tiny']
     """
     return [f"{b}/{p}" for b in sorted(_RECIPES) for p in sorted(_RECIPES[b])]
 
 
+def recipe_model(recipe: Recipe, *, pretrained: bool = False) -> nn.Module:
+    """The recipe's network: :func:`~diga.models.create_model` of its ``model``, ``encoder`` and ``model_kwargs``.
+
+    Nothing is downloaded unless ``pretrained=True`` (then the encoder's weights: ImageNet for the
+    paper's ResNet-101, DINOv2's LVD-142M for the ``dinov2`` presets, through timm).
+
+    Example:
+        >>> net = recipe_model(get_recipe("gta5", "dinov2_tiny"))
+        >>> type(net).__name__, net.encoder_name, len(net.encoder.model.blocks)
+        ('TimmSegmenter', 'vit_small_patch14_dinov2', 3)
+    """
+    from diga.models import create_model
+
+    return create_model(recipe.model, num_classes=recipe.num_classes, encoder_name=recipe.encoder,
+                        pretrained=pretrained, **recipe.model_kwargs)
+
+
 def get_recipe(benchmark: str, preset: str = "paper") -> Recipe:
     """The recipe of a benchmark (``gta5``, ``synthia``, ``gta5_dg``, ``cityscapes_ssl``) and preset (``paper``,
-    ``tiny``).
+    ``tiny``; ``dinov2``, ``dinov2_tiny`` for ``gta5`` and ``gta5_dg``: :func:`list_presets`).
 
     Example:
         >>> r = get_recipe("gta5")
         >>> r.warmup.steps, r.warmup.kd_weight, r.self_training.kd_weight, r.optim.lr
         (80000, 0.5, 0.25, 0.00025)
+        >>> d = get_recipe("gta5", "dinov2")
+        >>> d.encoder, d.crop_size, d.optim.optimizer, d.optim.layer_decay, d.eval_window, d.eval_stride
+        ('vit_base_patch14_dinov2', (504, 896), 'adamw', 0.9, (504, 896), (252, 448))
     """
     if benchmark not in _RECIPES:
         raise ValueError(f"`benchmark` must be one of {sorted(_RECIPES)}, got {benchmark!r}")
