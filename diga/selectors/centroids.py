@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from diga._checks import (
     check_same_batch,
     value_checks,
 )
-from diga._ops import class_argmax, count_values, resize_labels
+from diga._ops import class_argmax, constant, count_values, resize_labels
 from diga.data.batch import as_batch, batch_images
 
 __all__ = ["ClassCentroids", "init_centroids"]
@@ -180,7 +180,10 @@ class ClassCentroids(nn.Module):
             check_same_batch(features, labels, "features", "labels")
             lab = resize_labels(labels, size)
             check_labels(lab, "labels", num_classes=self.num_classes, ignore_index=self.ignore_index)
-            cls = torch.where(lab == self.ignore_index, self.num_classes, lab)
+            if self.ignore_index >= self.num_classes:  # classes and the ignore value: one clamp
+                cls = lab.clamp_max(self.num_classes)
+            else:
+                cls = torch.where(lab == self.ignore_index, constant(self.num_classes, lab.dtype, lab.device), lab)
         if logits is not None:
             check_ndim(logits, "logits", 4, "(B, C, h, w)")
             check_same_batch(features, logits, "features", "logits")
@@ -192,11 +195,12 @@ class ClassCentroids(nn.Module):
             if cls is None:
                 cls = pred
             else:
-                cls = torch.where(cls == pred, cls, torch.full_like(cls, self.num_classes))
+                cls = torch.where(cls == pred, cls, constant(self.num_classes, cls.dtype, cls.device))
         return cls
 
-    def _class_sums(self, features: Tensor, cls: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-class feature sums ``(C, D)`` and pixel counts ``(C,)`` (float, accumulation dtype).
+    def _class_sums(self, features: Tensor, cls: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
+        """Per-class feature sums ``(C, D)`` and pixel counts ``(C,)`` (float, accumulation dtype);
+        ``(G, C, D)`` and ``(G, C)`` over ``groups`` equal chunks of the batch.
 
         One-hot batched matmul when the features are wider than the class count (a
         ``(B, N, C+1)`` one-hot is then smaller than the features); otherwise an
@@ -205,18 +209,22 @@ class ClassCentroids(nn.Module):
         b, d = features.shape[:2]
         dtype = _acc_dtype(features)
         slots = self.num_classes + 1
-        idx = cls.reshape(-1)
-        counts = count_values(idx, slots)[: self.num_classes].to(dtype)
+        idx = cls.reshape(groups, -1)
+        if groups > 1:  # each chunk its own slots
+            idx = idx + torch.arange(0, groups * slots, slots, device=idx.device)[:, None]
+        counts = count_values(idx, groups * slots).view(groups, slots)[:, : self.num_classes].to(dtype)
         with _no_autocast(features.device):
             if d > slots:
                 onehot = features.new_zeros(b, idx.numel() // b, slots, dtype=dtype)
                 onehot.scatter_(2, cls.reshape(b, -1, 1), 1.0)  # (B, N, C+1), the size of one logits map
                 flat = features.reshape(b, d, -1).to(dtype)  # (B, D, N)
-                sums = torch.bmm(flat, onehot).sum(dim=0).T[: self.num_classes]  # (C, D)
+                sums = torch.bmm(flat, onehot).view(groups, b // groups, d, slots).sum(dim=1)  # (G, D, C+1)
+                sums = sums.transpose(1, 2)[:, : self.num_classes]  # (G, C, D)
             else:
                 flat = features.permute(0, 2, 3, 1).reshape(-1, d).to(dtype)  # (N, D)
-                sums = flat.new_zeros(slots, d).index_add_(0, idx, flat)[: self.num_classes]
-        return sums, counts
+                sums = flat.new_zeros(groups * slots, d).index_add_(0, idx.reshape(-1), flat)
+                sums = sums.view(groups, slots, d)[:, : self.num_classes]
+        return (sums[0], counts[0]) if groups == 1 else (sums, counts)
 
     # --------------------------------------------------------- initial pass
     @torch.no_grad()
@@ -265,7 +273,8 @@ class ClassCentroids(nn.Module):
     # ------------------------------------------------------------ EMA step
     @torch.no_grad()
     def update(
-        self, features: Tensor, labels: Tensor | None = None, logits: Tensor | None = None
+        self, features: Tensor, labels: Tensor | None = None, logits: Tensor | None = None, *,
+        steps: int = 1, order: Sequence[int] | None = None,
     ) -> Tensor:
         """One EMA step towards this batch's class means (all ranks' pixels together).
 
@@ -274,9 +283,13 @@ class ClassCentroids(nn.Module):
             labels: ``(B, H, W)`` labels or selected pseudo-labels; optional.
             logits: ``(B, C, h', w')``; where given, only pixels whose
                 prediction agrees with the label count.
+            steps: the batch is this many batches of ``B / steps`` images (its first images,
+                then the next ...), each one EMA step, as that many calls would make: the
+                class sums of all of them in one pass.
+            order: the order of those steps, as chunk indices (default: first to last).
 
         Returns:
-            ``(C,)`` bool, the classes that moved.
+            ``(C,)`` bool, the classes that moved (``(steps, C)`` for ``steps > 1``, by chunk).
 
         Example:
             >>> bank = ClassCentroids.from_tensor(torch.zeros(2, 1), momentum=0.5, min_pixels=1)
@@ -284,17 +297,38 @@ class ClassCentroids(nn.Module):
             [False, True]
             >>> bank.centroids.flatten().tolist()
             [0.0, 0.5]
+            >>> feats = torch.tensor([[[[2., 2.]]], [[[4., 4.]]]])  # two batches of one image
+            >>> bank.update(feats, labels=torch.ones(2, 1, 2, dtype=torch.long), steps=2, order=(1, 0)).tolist()
+            [[False, True], [False, True]]
+            >>> bank.centroids.flatten().tolist()  # 0.5 -> 2.25 (the second batch first) -> 2.125
+            [0.0, 2.125]
         """
+        check_number(steps, "steps", low=1, integer=True)
+        order = tuple(range(steps)) if order is None else tuple(order)
+        if sorted(order) != list(range(steps)):
+            raise ValueError(f"`order` must be a permutation of range({steps}), got {order}")
+        if isinstance(features, Tensor) and features.ndim and features.shape[0] % steps:
+            raise ValueError(f"`features` must hold `steps` = {steps} batches of equal size, "
+                             f"got a batch of {features.shape[0]}")
         cls = self.assign(features, labels, logits)
-        sums, counts = self._class_sums(features, cls)
+        sums, counts = self._class_sums(features, cls, steps)
         check_finite(sums, "features")
         _dist.all_reduce_sum_(sums, counts)
         moved = counts >= self.min_pixels
-        mean = (sums / counts.clamp_min(1)[:, None]).to(self.centroids.dtype)
-        ema = torch.lerp(self.centroids, mean, self.momentum)
-        new = torch.where(self.initialized[:, None], ema, mean)
-        self.centroids.copy_(torch.where(moved[:, None], new, self.centroids))
-        self.initialized |= moved
+        mean = (sums / counts.clamp_min(1)[..., None]).to(self.centroids.dtype)
+        if steps == 1:
+            moved, mean = moved[None], mean[None]
+        centroids, initialized = self.centroids, self.initialized
+        for i, k in enumerate(order):  # a few EMA steps of the (C, D) bank, in order
+            ema = torch.where(initialized[:, None], torch.lerp(centroids, mean[k], self.momentum), mean[k])
+            centroids = torch.where(moved[k, :, None], ema, centroids)
+            if i < steps - 1:
+                initialized = initialized | moved[k]
+        self.centroids.copy_(centroids)
+        if steps == 1:
+            self.initialized |= moved[0]
+            return moved[0]
+        self.initialized.copy_(initialized | moved[order[-1]])
         return moved
 
     # --------------------------------------------------------- measuring

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from diga._checks import check_labels, check_ndim, check_number
-from diga._ops import count_values
+from diga._ops import constant, count_values
 
 __all__ = ["ClassShareMonitor", "ShareStats"]
 
@@ -36,7 +37,7 @@ class ShareStats:
 
 def _perplexity(shares: Tensor) -> Tensor:
     """``exp(-sum p log p)`` of ``(C,)`` shares (0 log 0 = 0): the effective number of classes."""
-    return torch.exp(-torch.special.xlogy(shares, shares).sum())
+    return torch.special.entr(shares).sum().exp()
 
 
 class ClassShareMonitor(nn.Module):
@@ -65,7 +66,8 @@ class ClassShareMonitor(nn.Module):
 
     Buffers:
         ``reference`` ``(C,)`` shares (all zero until :meth:`set_reference`), ``running`` ``(C,)``,
-        ``updates`` (int64 scalar).
+        ``updates`` (int64 scalar). What :meth:`update` compares against is derived from the
+        reference when it is set or loaded (not saved): set it with :meth:`set_reference`.
 
     Example:
         >>> monitor = ClassShareMonitor(4)
@@ -97,10 +99,32 @@ class ClassShareMonitor(nn.Module):
         self.register_buffer("reference", torch.zeros(num_classes))
         self.register_buffer("running", torch.zeros(num_classes))
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+        # Derived from the reference once (not saved): the watched classes' reference shares (NaN for
+        # the others, so a ratio to them is NaN) and the reference's perplexity (NaN without one).
+        self.register_buffer("_watched_reference", torch.zeros(num_classes), persistent=False)
+        self.register_buffer("_reference_perplexity", torch.zeros(()), persistent=False)
+        self._derive()
+
+    @torch.no_grad()
+    def _derive(self) -> None:
+        """Refresh what :meth:`update` compares against from ``reference``."""
+        ref = self.reference
+        nan = constant(float("nan"), ref.dtype, ref.device)
+        watched = ref >= max(self.min_share, 1e-12)
+        self._watched_reference.copy_(torch.where(watched, ref.clamp_min(1e-12), nan))
+        self._reference_perplexity.copy_(torch.where(ref.sum() > 0, _perplexity(ref), nan))
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._derive()
 
     def _shares(self, labels: Tensor) -> Tensor:
         check_labels(labels, "labels", num_classes=self.num_classes, ignore_index=self.ignore_index)
-        idx = torch.where(labels == self.ignore_index, self.num_classes, labels)
+        if self.ignore_index >= self.num_classes:  # classes and the ignore value: one clamp
+            idx = labels.clamp_max(self.num_classes)
+        else:
+            idx = torch.where(labels == self.ignore_index, constant(self.num_classes, labels.dtype, labels.device),
+                              labels)
         counts = count_values(idx, self.num_classes + 1)[: self.num_classes].float()
         return counts / counts.sum().clamp_min(1)
 
@@ -121,6 +145,7 @@ class ClassShareMonitor(nn.Module):
         self.reference.copy_(shares)
         self.running.zero_()
         self.updates.zero_()
+        self._derive()
 
     @property
     def has_reference(self) -> Tensor:
@@ -136,18 +161,16 @@ class ClassShareMonitor(nn.Module):
         """
         check_ndim(labels, "labels", 3, "(B, H, W)")
         shares = self._shares(labels.to(self.running.device))
-        first = self.updates == 0
-        self.running.copy_(torch.where(first, shares, torch.lerp(self.running, shares, self.momentum)))
+        # The first update sets the running shares: a lerp with weight 1 is exactly its end.
+        dev = self.running.device
+        weight = torch.where(self.updates == 0, constant(1.0, shares.dtype, dev),
+                             constant(self.momentum, shares.dtype, dev))
+        self.running.lerp_(shares, weight)
         self.updates.add_(1)
-        watched = self.reference >= max(self.min_share, 1e-12)
-        nan = torch.full((), float("nan"), device=self.running.device)
-        ratio = torch.where(watched, self.running / self.reference.clamp_min(1e-12), nan)
-        lowest = torch.where(watched, ratio, torch.full_like(ratio, float("inf"))).amin()
-        min_ratio = torch.where(watched.any(), lowest, nan)
-        has_reference = self.reference.sum() > 0
-        perplexity = _perplexity(self.running) / _perplexity(self.reference)
-        perplexity_ratio = torch.where(has_reference, perplexity, nan)
-        collapsed = has_reference & (perplexity < self.min_ratio)
+        ratio = self.running / self._watched_reference  # NaN for classes not watched
+        min_ratio = ratio.sort().values[0]  # NaN sorts last: the smallest ratio, NaN if none is watched
+        perplexity_ratio = _perplexity(self.running) / self._reference_perplexity  # NaN without a reference
+        collapsed = perplexity_ratio < self.min_ratio  # False without a reference (NaN)
         return ShareStats(shares=self.running.clone(), ratio=ratio, min_ratio=min_ratio,
                           perplexity_ratio=perplexity_ratio, collapsed=collapsed)
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from diga._checks import check_same_shape
-from diga._ops import count_values
+from diga._ops import constant, count_values
 
 __all__ = ["SelectionStats", "kept_fractions", "selection_output"]
 
@@ -45,16 +45,18 @@ def kept_fractions(
         (0.667, [0.5, 1.0])
     """
     check_same_shape(before, after, "before", "after")
-    valid = before != ignore_index
-    kept = after != ignore_index
-    idx = torch.where(valid, before, torch.full_like(before, num_classes)).flatten()
-    total = count_values(idx, num_classes + 1)[:num_classes]
-    idx_kept = torch.where(kept, before, torch.full_like(before, num_classes)).flatten()
-    survived = count_values(idx_kept, num_classes + 1)[:num_classes]
-    nan = torch.full((), float("nan"), device=before.device)  # a fill, not a host-to-device copy
-    per_class = torch.where(total > 0, survived / total.clamp_min(1), nan)
-    overall_total = total.sum()
-    overall = torch.where(overall_total > 0, survived.sum() / overall_total.clamp_min(1), nan)
+    # One count over 2 (C + 1) bins: the class (ignore -> slot C) of every pixel before selection,
+    # shifted by C + 1 where it was kept. Total = both halves; 0 / 0 gives the NaN of an absent class.
+    if ignore_index >= num_classes:  # labels hold classes and the ignore value: one clamp
+        slot = before.clamp_max(num_classes)
+    else:
+        slot = torch.where(before == ignore_index, constant(num_classes, before.dtype, before.device), before)
+    code = slot.add(after != ignore_index, alpha=num_classes + 1)
+    counts = count_values(code, 2 * (num_classes + 1)).view(2, num_classes + 1)[:, :num_classes]
+    survived = counts[1]
+    total = counts[0] + survived
+    per_class = survived / total
+    overall = survived.sum() / total.sum()
     return SelectionStats(kept=overall, kept_per_class=per_class, count_per_class=total)
 
 

@@ -114,6 +114,25 @@ class TestClassCentroids:
         torch.testing.assert_close(bank.centroids.double(), expected.float().double())
         assert moved.tolist() == (n >= 3).tolist()
 
+    @pytest.mark.parametrize("d", [D, 3])
+    @pytest.mark.parametrize("order", [None, (2, 0, 1)])
+    def test_steps_are_calls_in_order(self, gen, d, order):
+        # Three batches in one call: the centroids, initialised classes and moved classes of three
+        # calls, made in `order` (the class sums in one pass, the EMA steps one by one).
+        feats, labels, logits = make_batch(gen, b=6, d=d)
+        init = torch.randn(C, d, generator=gen)
+        calls = ClassCentroids.from_tensor(init, momentum=0.3, min_pixels=2)
+        calls.initialized[1] = False
+        one = ClassCentroids.from_tensor(init, momentum=0.3, min_pixels=2)
+        one.initialized[1] = False
+        moved = [None] * 3
+        for k in order or range(3):
+            part = slice(2 * k, 2 * k + 2)
+            moved[k] = calls.update(feats[part], labels[part], logits[part])
+        got = one.update(feats, labels, logits, steps=3, order=order)
+        assert torch.equal(got, torch.stack(moved))
+        assert torch.equal(one.centroids, calls.centroids) and torch.equal(one.initialized, calls.initialized)
+
     def test_min_pixels_leaves_rare_classes(self):
         feats = torch.ones(1, 2, 2, 2)
         labels = torch.tensor([[[0, 0], [0, 1]]])
@@ -191,6 +210,9 @@ class TestClassCentroids:
             (lambda b: b.accumulate(torch.zeros(1, D, 2, 2), torch.full((1, 2, 2), C)), "labels"),
             (lambda b: b.accumulate(torch.zeros(2, D, 2, 2), torch.zeros(1, 2, 2).long()), "batch"),
             (lambda b: b.update(torch.zeros(1, D, 2, 2), logits=torch.zeros(1, C + 1, 2, 2)), "logits"),
+            (lambda b: b.update(torch.zeros(3, D, 2, 2), torch.zeros(3, 2, 2).long(), steps=2), "features"),
+            (lambda b: b.update(torch.zeros(2, D, 2, 2), torch.zeros(2, 2, 2).long(), steps=2, order=(1, 1)), "order"),
+            (lambda b: b.update(torch.zeros(2, D, 2, 2), torch.zeros(2, 2, 2).long(), steps=0), "steps"),
             (lambda b: b.distances(torch.full((1, D, 2, 2), float("nan"))), "finite"),
             (lambda b: b.distances(torch.zeros(0, D, 2, 2)), "empty"),
             (lambda b: b.nearest(torch.zeros(0, D, 2, 2)), "empty"),

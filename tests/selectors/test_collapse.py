@@ -98,6 +98,12 @@ class TestClassShareMonitor:
         b = ClassShareMonitor(3)
         b.load_state_dict(a.state_dict())
         assert torch.equal(a.running, b.running) and int(b.updates) == 1
+        # What update compares against is rebuilt from the loaded reference (it is not saved).
+        assert set(a.state_dict()) == {"reference", "running", "updates"}
+        labels = torch.tensor([[[0, 0, 0]]])
+        sa, sb = a.update(labels), b.update(labels)
+        assert torch.equal(sa.ratio, sb.ratio) and torch.equal(sa.min_ratio, sb.min_ratio)
+        assert torch.equal(sa.perplexity_ratio, sb.perplexity_ratio) and not torch.isnan(sb.perplexity_ratio)
 
     def test_device_and_dtype_of_outputs(self, device):
         monitor = ClassShareMonitor(3).to(device)
