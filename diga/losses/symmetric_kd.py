@@ -52,13 +52,13 @@ class _SymmetricKD(torch.autograd.Function):
             grad[s_sl].sub_(p)
             if w != 1.0:
                 grad[s_sl].mul_(w)
-            term = p.mul_(log_q).sum(dim=1).neg_()  # -sum_c p log q, (B, H, W)
+            term = p.mul_(log_q).sum(dim=1)  # sum_c p log q, (B, H, W); the sign is taken once, below
             per_pixel = term if per_pixel is None else per_pixel.add_(term, alpha=w)
             del p, log_q
         if weight_map is not None:
             per_pixel.mul_(weight_map)
             grad.mul_(weight_map.repeat(2, 1, 1).unsqueeze(1))
-        loss = per_pixel.sum() * (temperature**2 / denominator)
+        loss = per_pixel.sum() * (-(temperature**2) / denominator)  # negation is exact: the same loss
         ctx.save_for_backward(grad)
         ctx.scale = temperature / denominator
         ctx.student_dtype = student.dtype
