@@ -8,6 +8,12 @@ Fourier translation) for a number of iterations per stage, with and without
 wall time of the whole recipe (warm-up, two rounds of pseudo-labels, centroids
 and self-training over Cityscapes' 2975 training images, evaluation on its
 500 validation images). Quick mode runs the tiny preset on small stand-ins.
+
+``test_dinov2_recipe_timing`` does the same for the ``dinov2`` preset (DINOv2
+ViT-B/14, 504 x 896 crops, AdamW with layer decay, pseudo-labels and evaluation
+in sliding windows); quick mode runs ``dinov2_tiny``. ``test_dinov2_cpu_step``
+(full mode on the CPU only) times one warm-up step of ViT-B/14 at the crop with
+one source and one target image, for machines without a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from diga import FourierTranslator, create_model
 from diga.engine.data_specs import benchmark_data
 from diga.engine.distributed import DistInfo
 from diga.engine.pipeline import build_adapter
-from diga.engine.recipes import get_recipe
+from diga.engine.recipes import get_recipe, recipe_model
 from diga.engine.sampling import infinite_loader
 from diga.engine.stages import (
     as_batch,
@@ -124,18 +130,33 @@ def _per_image(fn, items, device) -> float:
 @pytest.mark.parametrize("which", ["gta5", "synthia"])
 @pytest.mark.parametrize("amp", [False, True])
 def test_recipe_timing(bench, tmp_path_factory, which, amp):
+    _recipe_timing(bench, tmp_path_factory, which, "paper", amp)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_dinov2_recipe_timing(bench, tmp_path_factory, amp):
+    _recipe_timing(bench, tmp_path_factory, "gta5", "dinov2", amp)
+
+
+def _recipe_timing(bench, tmp_path_factory, which, preset, amp):
     full = bench.full
     device = bench.device
     if amp and device.type == "cpu" and not full:
         pytest.skip("quick mode on CPU times fp32 only")
     root = _stand_ins(tmp_path_factory.mktemp("standins"), full)
-    recipe = get_recipe(which, "paper" if full else "tiny")
-    encoder = "resnet101" if full else "resnet18"
-    if not full:
-        recipe = replace(recipe, crop_size=(64, 96))
-    data = benchmark_data(which, recipe, source_root=root / which, target_root=root / "cityscapes")
+    recipe = get_recipe(which, preset if full else {"paper": "tiny"}.get(preset, f"{preset}_tiny"))
     torch.manual_seed(0)
-    model = create_model("deeplabv2", num_classes=recipe.num_classes, encoder_name=encoder)
+    if preset == "paper":
+        encoder = "resnet101" if full else "resnet18"
+        if not full:
+            recipe = replace(recipe, crop_size=(64, 96))
+        model = create_model("deeplabv2", num_classes=recipe.num_classes, encoder_name=encoder)
+        model_name, prefix, label = f"deeplabv2 {encoder}", which, which
+    else:  # the preset's own network (no weights: timings do not depend on them)
+        model = recipe_model(recipe)
+        model_name, prefix, label = f"{recipe.model} {recipe.encoder}", f"{which}_{preset}", f"{which} ({preset})"
+    data = benchmark_data(which, recipe, source_root=root / which, target_root=root / "cityscapes")
+    window = {"window": recipe.eval_window, "stride": recipe.eval_stride}
     dist = DistInfo(0, 1, 0, device)
     adapter = build_adapter(model, recipe, translator=FourierTranslator(beta=recipe.fourier_beta), dist=dist)
     if device.type == "cuda":  # DIGA_BENCH_RECIPE_ITERS shortens it where device time is scarce
@@ -149,15 +170,15 @@ def test_recipe_timing(bench, tmp_path_factory, which, amp):
     pseudo_dir = tmp_path_factory.mktemp("pseudo")
     start = time.perf_counter()
     generate_pseudo_labels(adapter, data.target_full(), pseudo_dir, scales=recipe.scales, dist=dist, amp=amp_flag,
-                           show_progress=False)
+                           show_progress=False, **window)
     pseudo_s = (time.perf_counter() - start) / len(data.target_full())
     cent = data.target_centroid()
     centroid_s = _per_image(lambda i: adapter.init_centroids([cent[i]["image"][None].to(device)]),
                             list(range(len(cent))), device)
     val = data.val()
     with autocast_context(device, amp_flag)[0]:
-        eval_s = _per_image(lambda i: predict_logits(adapter.student, val[i]["image"][None].to(device), recipe.scales),
-                            list(range(len(val))), device)
+        eval_s = _per_image(lambda i: predict_logits(adapter.student, val[i]["image"][None].to(device), recipe.scales,
+                                                     **window), list(range(len(val))), device)
 
     rows = []
     rates = {}
@@ -165,21 +186,61 @@ def test_recipe_timing(bench, tmp_path_factory, which, amp):
         s_per_it, (peak, kind) = _time_stage(adapter, recipe, stage_recipe, data, stage, pseudo_dir, iters, warm,
                                              amp_flag, device)
         rates[stage] = s_per_it
-        rows.append({"name": f"{which}_{stage}_{'amp' if amp else 'fp32'}_{bench.mode}", "benchmark": which,
-                     "what": stage.replace("_", "-"), "model": f"deeplabv2 {encoder}",
+        rows.append({"name": f"{prefix}_{stage}_{'amp' if amp else 'fp32'}_{bench.mode}", "benchmark": label,
+                     "what": stage.replace("_", "-"), "model": model_name,
                      "amp": "bf16" if amp else "off", "batch": f"{stage_recipe.batch_size} x {recipe.crop_size[0]}x"
                      f"{recipe.crop_size[1]}", "it_per_s": 1 / s_per_it, "s_per_it": s_per_it, "peak_mib": peak,
                      "memory_kind": kind, "projected_h": None, "iterations_timed": iters})
-    paper = get_recipe(which, "paper")
+    paper = get_recipe(which, preset)
     total = (paper.warmup.steps * rates["warmup"]
              + paper.rounds * (paper.self_training.steps * rates["self_training"]
                                + CITYSCAPES_TRAIN * (pseudo_s + centroid_s))
              + CITYSCAPES_VAL * eval_s)
-    rows.append({"name": f"{which}_projected_{'amp' if amp else 'fp32'}_{bench.mode}", "benchmark": which,
+    rows.append({"name": f"{prefix}_projected_{'amp' if amp else 'fp32'}_{bench.mode}", "benchmark": label,
                  "what": f"whole recipe (pseudo-label {pseudo_s:.2f} s/img, centroids {centroid_s:.2f} s/img, "
-                         f"eval {eval_s:.2f} s/img)", "model": f"deeplabv2 {encoder}",
+                         f"eval {eval_s:.2f} s/img)", "model": model_name,
                  "amp": "bf16" if amp else "off", "batch": "-", "it_per_s": None, "s_per_it": None,
                  "peak_mib": None, "memory_kind": "-", "projected_h": total / 3600})
     write_rows(SUITE, rows, mode=bench.mode, device=device, title=TITLE, description=DESCRIPTION, columns=COLUMNS,
                notes=NOTES)
     assert all(r["s_per_it"] is None or r["s_per_it"] > 0 for r in rows)
+
+
+def test_dinov2_cpu_step(bench):
+    """One warm-up step of the ``dinov2`` preset's ViT-B/14 at its crop on the CPU (full mode only): one source
+    crop with its label, one target crop, as Adapter.warmup_step runs them (the student's forward and backward on
+    the clean and mixed views, the teacher's forward), then AdamW with layer decay. Peak: the process's RSS."""
+    device = bench.device
+    if device.type != "cpu" or not bench.full:
+        pytest.skip("full mode on the CPU only (CUDA: test_dinov2_recipe_timing; quick: its tiny twin)")
+    recipe = get_recipe("gta5", "dinov2")
+    torch.manual_seed(0)
+    model = recipe_model(recipe)
+    adapter = build_adapter(model, recipe, translator=FourierTranslator(beta=recipe.fourier_beta),
+                            dist=DistInfo(0, 1, 0, device))
+    opt, sched = make_optimizer(adapter.student, recipe.optim, recipe.warmup.steps)
+    gen = torch.Generator().manual_seed(0)
+    h, w = recipe.crop_size
+    src = {"image": torch.rand(1, 3, h, w, generator=gen),
+           "label": torch.randint(0, recipe.num_classes, (1, h, w), generator=gen)}
+    tgt = {"image": torch.rand(1, 3, h, w, generator=gen)}
+    adapter.train()
+    times = []
+    for amp in (False, "bf16"):
+        autocast, scaler = autocast_context(device, amp)
+        for i in range(2):  # the first warms up
+            start = time.perf_counter()
+            with autocast:
+                out = run_step(adapter, "warmup", src, tgt, torch.Generator().manual_seed(i))
+            optimizer_step(out.loss, opt, sched, scaler)
+            adapter.update_teacher()
+            if i:
+                times.append((amp, time.perf_counter() - start, _peak(device)[0]))
+    rows = [{"name": f"gta5_dinov2_cpu_step_{'amp' if amp else 'fp32'}_{bench.mode}", "benchmark": "gta5 (dinov2)",
+             "what": "one warm-up step (CPU)", "model": f"{recipe.model} {recipe.encoder}",
+             "amp": "bf16" if amp else "off", "batch": f"1 source + 1 target x {h}x{w}", "it_per_s": 1 / s,
+             "s_per_it": s, "peak_mib": peak, "memory_kind": "process peak RSS", "projected_h": None,
+             "iterations_timed": 1} for amp, s, peak in times]
+    write_rows(SUITE, rows, mode=bench.mode, device=device, title=TITLE, description=DESCRIPTION, columns=COLUMNS,
+               notes=NOTES)
+    assert all(r["s_per_it"] > 0 for r in rows)
