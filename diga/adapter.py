@@ -700,17 +700,15 @@ class Adapter(nn.Module):
         )
 
     # ------------------------------------------------------- self-training
-    def _teacher_forward(self, clean: Tensor, mixed: Tensor, target: Tensor) -> tuple[Tensor | None, ...]:
-        """Teacher logits/features/aux logits on [clean; mixed], logits/features on the target (one
-        forward in eval mode)."""
-        b = clean.shape[0]
-        if not self.teacher.model.training and clean.shape[-2:] == target.shape[-2:]:
-            logits, feats, aux = self._forward(self.teacher, torch.cat([clean, mixed, target]))
-            return (logits[: 2 * b], feats[: 2 * b], None if aux is None else aux[: 2 * b],
-                    logits[2 * b :], feats[2 * b :])
+    def _teacher_forward(self, clean: Tensor, mixed: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Teacher logits and features on [clean; mixed; target] (same size), aux logits (or None) on at
+        least [clean; mixed]: one forward in eval mode; in train mode the target goes alone, so batch norm
+        sees [clean; mixed] together."""
+        if not self.teacher.model.training:
+            return self._forward(self.teacher, torch.cat([clean, mixed, target]))
         logits, feats, aux = self._forward(self.teacher, torch.cat([clean, mixed]))
         t_logits, t_feats = self.teacher(target)
-        return logits, feats, aux, t_logits, t_feats
+        return torch.cat([logits, t_logits]), torch.cat([feats, t_feats]), aux
 
     def self_training_step(
         self,
@@ -774,14 +772,20 @@ class Adapter(nn.Module):
         translated = self._translate(source_images, target_images)
         source_aug = self.st_augment(source_images, generator=generator)
         target_aug = self.st_augment(target_images, generator=generator)
+        mask_kw = dict(ignore_index=self.ignore_index, num_classes=self.num_classes, generator=generator)
+        dacs_mask = None
         if self.ablation.cross_domain_mix:
-            mixed_source, _, _ = self.mix(source_aug, translated, source_labels, generator=generator)
+            mix_mask = None
+            if generator is not None:  # both class-mix masks of the source labels in one pass, the same
+                # draws in the same order (nothing draws from the generator between them)
+                mix_mask, dacs_mask = class_mix_mask(source_labels, num_masks=2, **mask_kw)
+            mixed_source, _, _ = self.mix(source_aug, translated, source_labels, mask=mix_mask, generator=generator)
         else:  # "ssl" / no mix: the second view is the strongly augmented source alone
             mixed_source = source_aug
 
-        t_logits, t_feats, t_aux, tt_logits, tt_feats = self._teacher_forward(
-            source_images, mixed_source, target_images
-        )
+        all_t_logits, all_t_feats, t_aux = self._teacher_forward(source_images, mixed_source, target_images)
+        t_logits, tt_logits, tt_feats = all_t_logits[: 2 * b], all_t_logits[2 * b :], all_t_feats[2 * b :]
+        t_aux = None if t_aux is None else t_aux[: 2 * b]
         with torch.no_grad():
             watch = self.monitor.update(class_argmax(tt_logits))
             if self.select_with == "labeller":  # frozen features, frozen centroids: a fixed selection
@@ -793,12 +797,12 @@ class Adapter(nn.Module):
                 if target_pseudo_labels is None:
                     target_pseudo_labels = self.online_pseudo_labels(target_images)
                 selected = self.selector(target_pseudo_labels, features=tt_feats, logits=tt_logits)
-                self.centroids.update(tt_feats, labels=selected, logits=tt_logits)
-                self.centroids.update(t_feats[b:], labels=source_labels, logits=t_logits[b:])
-            dacs_mask = class_mix_mask(
-                source_labels, ignore_index=self.ignore_index, num_classes=self.num_classes,
-                generator=generator,
-            )
+                # The centroids' two EMA steps, the target's (selected labels) then the source's mixed
+                # view, as the paper: the teacher's [mixed; target] in one pass, steps in that order.
+                self.centroids.update(all_t_feats[b:], labels=torch.cat([source_labels, selected]),
+                                      logits=all_t_logits[b:], steps=2, order=(1, 0))
+            if dacs_mask is None:
+                dacs_mask = class_mix_mask(source_labels, **mask_kw)
             dacs_images = mix_by_mask(source_images, target_aug, dacs_mask)
             dacs_labels = mix_by_mask(source_labels, selected, dacs_mask)
 
