@@ -468,6 +468,14 @@ class Adapter(nn.Module):
             labels if self.ablation.kd_mask_ignore else None,
         )
 
+    def _resize_once(self, logits: Tensor | None, size: tuple[int, int]) -> Tensor | None:
+        """The student's logits at the labels' ``size`` once, for the CE and KD terms that would each
+        resize them the same way (the default CE and the KD: bilinear, ``align_corners=True``): one
+        upsample and one upsample backward instead of one per term. As given for another ``seg_loss``."""
+        if logits is None or type(self.seg_loss) is not SegmentationCELoss or not self.seg_loss.align_corners:
+            return logits
+        return resize_logits(logits, size)
+
     def _check_aux(self, aux: Tensor | None, logits: Tensor) -> Tensor | None:
         """The auxiliary logits, when the model has them and they are weighted; checked once per step."""
         if aux is None or self.aux_weight == 0:
@@ -678,11 +686,14 @@ class Adapter(nn.Module):
         # Student and teacher on both views; CE on the clean view, symmetric KD across the two.
         student_logits, _, student_aux = self._forward(self.train_student, views)
         teacher_logits, _, teacher_aux = self._forward(self.teacher, views)
-        n = 2 * b if ablation.mixed_view_ce else b
-        ce_labels = source_labels.repeat(2, 1, 1) if ablation.mixed_view_ce else source_labels
+        size = source_labels.shape[-2:]
+        student_logits, student_aux = self._resize_once(student_logits, size), self._resize_once(student_aux, size)
         parts: dict[str, Tensor] = {}
-        ce = self._supervised(parts, "ce", student_logits[:n], None if student_aux is None else student_aux[:n],
-                              ce_labels)
+        if ablation.mixed_view_ce:  # both views, the whole batch (no slice to take a gradient through)
+            ce = self._supervised(parts, "ce", student_logits, student_aux, source_labels.repeat(2, 1, 1))
+        else:
+            ce = self._supervised(parts, "ce", student_logits[:b], None if student_aux is None else student_aux[:b],
+                                  source_labels)
         kd = self._distil(parts, (student_logits, student_aux), (teacher_logits, teacher_aux), source_labels)
         loss = ce + self.kd_weight * kd
         self.step += 1
@@ -815,8 +826,13 @@ class Adapter(nn.Module):
             masked, _ = mic.mask(self.st_augment(target_images, generator=generator), generator=generator)
             views.append(masked)
         all_logits, _, all_aux = self._forward(self.train_student, torch.cat(views))
-        s_logits, mix_logits = all_logits[: 2 * b], all_logits[2 * b : 3 * b]
-        s_aux, mix_aux = (None, None) if all_aux is None else (all_aux[: 2 * b], all_aux[2 * b : 3 * b])
+        size = source_labels.shape[-2:]
+        # [source; mixed source; DACS] at the labels' size once for their CE and KD terms (not MIC's views).
+        main, main_aux = (all_logits, all_aux) if mic is None else (
+            all_logits[: 3 * b], None if all_aux is None else all_aux[: 3 * b])
+        main, main_aux = self._resize_once(main, size), self._resize_once(main_aux, size)
+        s_logits, mix_logits = main[: 2 * b], main[2 * b : 3 * b]
+        s_aux, mix_aux = (None, None) if main_aux is None else (main_aux[: 2 * b], main_aux[2 * b : 3 * b])
         parts: dict[str, Tensor] = {}
         ce_source = self._supervised(parts, "ce_source", s_logits[:b], None if s_aux is None else s_aux[:b],
                                      source_labels)
