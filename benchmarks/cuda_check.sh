@@ -7,7 +7,7 @@
 #   bash benchmarks/cuda_check.sh            # on a machine with a CUDA GPU and diga installed
 #   DIGA_BENCH_RECIPE_ITERS=20 bash ...      # fewer timed iterations per recipe stage (default 200)
 #   DIGA_CUDA_RECIPES_ARGS='-k True' ...     # extra pytest arguments for the recipe suite (here: AMP only)
-#   DIGA_CUDA_<TESTS|COMPONENTS|STEP|RECIPES|LOOP|DINOV2>_S=N  # each suite's time limit in seconds
+#   DIGA_CUDA_<TESTS|COMPONENTS|STEP|COMPILE|RECIPES|LOOP|DINOV2>_S=N  # each suite's time limit in seconds
 #   DIGA_BENCH_LOOP_SEEDS=N                  # seeds of the docstring loop on every shift (default 1 here)
 #
 # Every step runs even when an earlier one fails; the exit status is the first failure's.
@@ -31,6 +31,8 @@ step "${DIGA_CUDA_TESTS_S:-120}" "CUDA unit tests" python3 -m pytest tests -q -x
 step 60 "host-sync audit of the steps" python3 benchmarks/sync_audit.py
 step "${DIGA_CUDA_COMPONENTS_S:-200}" "components, full" python3 -m pytest benchmarks/test_components.py --full -q
 step "${DIGA_CUDA_STEP_S:-150}" "whole step, full" python3 -m pytest benchmarks/test_step.py --full -q
+# Eager vs torch.compile of the step's own work (augmentation, mix, KD): reported, decides a compiled default.
+step "${DIGA_CUDA_COMPILE_S:-240}" "torch.compile probe" python3 benchmarks/compile_probe.py
 step "${DIGA_CUDA_RECIPES_S:-150}" "recipes, full" python3 -m pytest benchmarks/test_recipes.py --full -q \
     --deselect benchmarks/test_recipes.py::test_dinov2_recipe_timing ${DIGA_CUDA_RECIPES_ARGS:-}
 DIGA_BENCH_LOOP_SEEDS="${DIGA_BENCH_LOOP_SEEDS:-1}" \

@@ -79,15 +79,18 @@ class TestClassMixMask:
         assert torch.equal(a, b) and not torch.equal(a, c)
 
     @pytest.mark.parametrize("ignore_index", [255, -1, 3])
-    def test_several_masks_are_calls_in_a_row(self, gen, ignore_index):
+    def test_several_masks_are_calls_in_a_row(self, gen, ignore_index, device):
         labels = random_labels(gen)
-        labels = labels.masked_fill(labels == 255, ignore_index)
+        labels = labels.masked_fill(labels == 255, ignore_index).to(device)
         kw = dict(ignore_index=ignore_index, num_classes=19)
-        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-        calls = torch.stack([class_mix_mask(labels, generator=g1, **kw) for _ in range(3)])
-        masks = class_mix_mask(labels, generator=g2, num_masks=3, **kw)
-        assert masks.shape == (3, *labels.shape) and torch.equal(masks, calls)
-        assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))  # the same draws used
+        for gen_device in {"cpu", device.type}:  # a CPU generator; on a GPU also one there (its own draws)
+            g1, g2 = (torch.Generator(device=gen_device).manual_seed(3) for _ in range(2))
+            calls = torch.stack([class_mix_mask(labels, generator=g1, **kw) for _ in range(3)])
+            masks = class_mix_mask(labels, generator=g2, num_masks=3, **kw)
+            assert masks.shape == (3, *labels.shape) and torch.equal(masks, calls)
+            # the same draws used
+            assert torch.equal(torch.rand(4, generator=g1, device=gen_device),
+                               torch.rand(4, generator=g2, device=gen_device))
         with pytest.raises(ValueError, match="num_masks"):
             class_mix_mask(labels, num_masks=0, **kw)
 

@@ -83,13 +83,14 @@ class TestStrongPhotometric:
         assert torch.equal(out[:2], x[:2])  # black and gray: left exactly
 
     @pytest.mark.parametrize("seed", range(6))
-    def test_matches_a_kornia_composition(self, seed):
+    def test_matches_a_kornia_composition(self, seed, device):
         # The whole augmentation against its steps spelled out with kornia's functions on the
-        # same draws (one random jitter order per call; each step kept per image by its flag).
+        # same draws (one random jitter order per call; each step kept per image by its flag),
+        # on the CPU; on a GPU too, with the draws made by the CPU generator and moved.
         b = 8
         x = torch.rand(b, 3, 12, 14, generator=torch.Generator().manual_seed(100 + seed))
         kw = dict(beta=0.4, hue=0.5, jitter_p=0.6, grayscale_p=0.4, blur_p=0.6, sharpness_p=0.5)
-        out = strong_photometric(x, **kw, generator=torch.Generator().manual_seed(seed))
+        out = strong_photometric(x.to(device), **kw, generator=torch.Generator().manual_seed(seed)).cpu()
 
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(4, generator=g).tolist()
@@ -181,6 +182,9 @@ class TestStrongPhotometric:
         out = StrongPhotometric()(x, generator=torch.Generator().manual_seed(0))
         assert out.dtype == low_dtype and out.device.type == device.type
         assert out.min() >= 0 and out.max() <= 1
+        # A generator on the images' device draws there (nine draws, every step computed and selected).
+        again = [StrongPhotometric()(x, generator=torch.Generator(device=device).manual_seed(1)) for _ in range(2)]
+        assert torch.equal(*again) and again[0].min() >= 0 and again[0].max() <= 1
 
     @pytest.mark.parametrize(
         "images, match",

@@ -116,11 +116,11 @@ class TestClassCentroids:
 
     @pytest.mark.parametrize("d", [D, 3])
     @pytest.mark.parametrize("order", [None, (2, 0, 1)])
-    def test_steps_are_calls_in_order(self, gen, d, order):
+    def test_steps_are_calls_in_order(self, gen, d, order, device):
         # Three batches in one call: the centroids, initialised classes and moved classes of three
         # calls, made in `order` (the class sums in one pass, the EMA steps one by one).
-        feats, labels, logits = make_batch(gen, b=6, d=d)
-        init = torch.randn(C, d, generator=gen)
+        feats, labels, logits = (t.to(device) for t in make_batch(gen, b=6, d=d))
+        init = torch.randn(C, d, generator=gen).to(device)
         calls = ClassCentroids.from_tensor(init, momentum=0.3, min_pixels=2)
         calls.initialized[1] = False
         one = ClassCentroids.from_tensor(init, momentum=0.3, min_pixels=2)
