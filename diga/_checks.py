@@ -147,12 +147,11 @@ def check_finite(x: Tensor, name: str, *more: Tensor | str) -> None:
     pairs = [(t.detach(), n) for t, n in pairs if t.is_floating_point()]
     if not pairs:
         return
-    # One pass per tensor: a NaN or inf anywhere makes its sum non-finite, and ``s - s == 0``
-    # holds exactly for finite ``s``. A finite tensor whose sum overflows takes the exact
-    # (slower) path below and passes it.
+    # One pass per tensor: a NaN or inf anywhere makes its sum non-finite. A finite tensor whose
+    # sum overflows takes the exact (slower) path below and passes it.
     sums = [t.sum(dtype=torch.float32 if t.dtype != torch.float64 else None) for t, _ in pairs]
     total = torch.stack(sums) if len(sums) > 1 else sums[0]
-    finite = (total - total) == 0
+    finite = torch.isfinite(total)
     if bool(finite.all() if finite.ndim else finite):
         return
     for t, n in pairs:
