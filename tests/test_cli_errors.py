@@ -37,7 +37,8 @@ def fx(tmp_path_factory):
     root = tmp_path_factory.mktemp("errors")
     shift = write_shift_folders(root / "shift", source_items=3, target_items=2, val_items=2, size=(48, 64))
     classes = (shift / "classes.txt").read_text().split()
-    net = diga.with_features(diga.create_model("unet", num_classes=8, encoder_name="resnet18"))
+    net = diga.with_features(diga.create_model("unet", num_classes=8, encoder_name="resnet18", encoder_depth=3,
+                                               decoder_channels=[16, 8, 8]))  # a 2 MB file: fast to load
     model = export_model(net, root / "model.safetensors", classes=classes)
     bad = root / "bad"
     bad.mkdir()
@@ -122,12 +123,11 @@ def _dir(path: Path) -> Path:
     return path
 
 
-def user_files(fx) -> dict[str, bytes]:
-    """Every file a case reads (the folders, the model, the bad files), by content hash."""
-    import hashlib
-
+def user_files(fx) -> dict[str, tuple[int, int, int]]:
+    """Every file a case reads (the folders, the model, the bad files): size, inode and modification time,
+    which any write (in place or by rename) changes."""
     files = [fx["model"], *fx["shift"].rglob("*"), *fx["bad"].rglob("*")]
-    return {str(f): hashlib.sha256(f.read_bytes()).digest() for f in files if f.is_file()}
+    return {str(f): (f.stat().st_size, f.stat().st_ino, f.stat().st_mtime_ns) for f in files if f.is_file()}
 
 
 def adapt(fx, *extra, work: str = "work", **replace) -> list[str]:
