@@ -46,6 +46,7 @@ _SMP_COMMON = ("encoder_depth", "in_channels", "activation", "aux_params")
 #: other key, naming it. A model added to the registry adds its entry here (a name without one
 #: accepts no kwargs).
 MODEL_FILE_KWARGS: dict[str, frozenset[str]] = {
+    "daformer": frozenset({"embed_dim", "decoder_dim", "dilations", "dropout", "encoder_weights"}),
     "deeplabv2": frozenset({"head", "encoder_weights"}),
     "deeplabv3": frozenset({*_SMP_COMMON, "encoder_output_stride", "decoder_channels", "decoder_atrous_rates",
                             "decoder_aspp_separable", "decoder_aspp_dropout", "upsampling", "encoder_weights"}),
@@ -56,6 +57,7 @@ MODEL_FILE_KWARGS: dict[str, frozenset[str]] = {
     "fpn": frozenset({*_SMP_COMMON, "decoder_pyramid_channels", "decoder_segmentation_channels",
                       "decoder_merge_policy", "decoder_dropout", "decoder_interpolation", "upsampling",
                       "encoder_weights"}),
+    "hrnet_ocr": frozenset({"mid_channels", "key_channels", "dropout"}),
     "linknet": frozenset({*_SMP_COMMON, "decoder_use_norm", "decoder_use_batchnorm", "encoder_weights"}),
     "manet": frozenset({*_SMP_COMMON, "decoder_use_norm", "decoder_use_batchnorm", "decoder_channels",
                         "decoder_pab_channels", "decoder_interpolation", "encoder_weights"}),
@@ -70,7 +72,7 @@ MODEL_FILE_KWARGS: dict[str, frozenset[str]] = {
                                "decoder_attention_type", "decoder_interpolation", "encoder_weights"}),
     "upernet": frozenset({*_SMP_COMMON, "decoder_channels", "decoder_use_norm", "encoder_weights"}),
     "timm": frozenset({"decoder_dim", "out_indices", "dropout", "drop_rate", "drop_path_rate", "img_size",
-                       "dynamic_img_size", "dynamic_img_pad", "output_stride"}),
+                       "dynamic_img_size", "dynamic_img_pad", "output_stride", "depth", "embed_dim", "num_heads"}),
 }
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # no "hf-hub:", "local-dir:" or path: nothing to fetch
 
