@@ -58,6 +58,10 @@ def _add_adapt(sub) -> None:
                "naming it; logging and speed flags may differ). Before training: --work-dir must lie outside "
                "every input, and every label file is checked (size, channels, values).",
     )
+    p.add_argument("--setting", choices=("uda", "ssl"), default="uda", help="'uda': a labelled source and an "
+                   "unlabelled target; 'ssl' (semi-supervised): the labelled target images as --source-images/"
+                   "--source-labels, the unlabelled ones as --target-images, the semi-supervised scripts' recipe "
+                   "(HRNet-W48 + OCR, no translator, one round) (default: %(default)s)")
     d = p.add_argument_group("data (folders)")
     d.add_argument("--source-images", help="folder of source images (nested folders are fine)")
     d.add_argument("--source-labels", help="folder of source label PNGs, matched to images by file stem")
@@ -105,6 +109,37 @@ def _class_names(spec: str | None, num_classes: int) -> list[str]:
     return names
 
 
+def _folder_pairs(images: Sequence[str] | None, labels: Sequence[str] | None, images_flag: str,
+                  labels_flag: str) -> list[tuple[str, str]]:
+    """Repeated ``images_flag`` / ``labels_flag`` folders, paired in order (as many of each)."""
+    images, labels = list(images or []), list(labels or [])
+    if len(images) != len(labels):
+        raise ValueError(f"{images_flag} and {labels_flag} must come in pairs (one labels folder per images "
+                         f"folder, in the same order), got {len(images)} {images_flag} and {len(labels)} "
+                         f"{labels_flag}")
+    return list(zip(images, labels, strict=True))
+
+
+def target_names(folders: Sequence[str]) -> list[str]:
+    """A short, distinct name per evaluation folder: its name, or its parent's for ``.../images``.
+
+    Example:
+        >>> target_names(["data/A/images", "data/B/images", "val"])
+        ['A', 'B', 'val']
+        >>> target_names(["x/images", "y/x/images"])
+        ['x', 'x_2']
+    """
+    names: list[str] = []
+    for folder in folders:
+        path = Path(folder).resolve()
+        base = path.parent.name if path.name.lower() in ("images", "img", "imgs", "image") else path.name
+        name, k = base or "target", 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
 def _folder_data(args: argparse.Namespace, recipe):
     from diga.data import SegmentationFolder
     from diga.engine.data_specs import train_transform
@@ -139,13 +174,26 @@ def _folder_data(args: argparse.Namespace, recipe):
     )
 
 
-def _run_adapt(args: argparse.Namespace) -> dict[str, Any]:
+def _folder_recipe(recipe, args: argparse.Namespace):
+    """A preset's recipe for own folders: ``--num-classes``, images at their own size (no low-scale resize),
+    ``--crop-size``."""
     from dataclasses import replace
+
+    recipe = replace(recipe, num_classes=args.num_classes, source_low_size=None, target_low_size=None,
+                     centroid_size=None, eval_size=None)
+    return replace(recipe, crop_size=tuple(args.crop_size)) if args.crop_size else recipe
+
+
+def _run_adapt(args: argparse.Namespace) -> dict[str, Any]:
 
     from diga.engine import trainer_cli
     from diga.engine.data_specs import benchmark_data
 
     if args.source in ("gta5", "synthia"):
+        if args.setting != "uda":
+            raise ValueError(f"--setting {args.setting} takes folders (--source-images ...), not --source "
+                             f"{args.source}; the semi-supervised Cityscapes trainer is "
+                             "examples/cityscapes_semi_supervised.py")
         if args.source_root is None or args.target_root is None:
             raise SystemExit(f"--source {args.source} needs --source-root and --target-root (Cityscapes)")
         return trainer_cli.run_trainer(args, benchmark=args.source, make_data=lambda a, recipe: benchmark_data(
@@ -163,17 +211,80 @@ def _run_adapt(args: argparse.Namespace) -> dict[str, Any]:
         return _folder_data(a, recipe)
 
     def adjust(recipe):
-        recipe = replace(recipe, num_classes=args.num_classes, source_low_size=None, target_low_size=None,
-                         centroid_size=None)
-        if args.crop_size:
-            recipe = replace(recipe, crop_size=tuple(args.crop_size))
-        return recipe
+        return _folder_recipe(recipe, args)
 
     _class_names(args.classes, args.num_classes)  # checked now, before the work dir is touched
     flags = {"source": ("--source-images", "--source-labels"), "target": ("--target-images", "--target-images"),
              "val": ("--target-val-images", "--target-val-labels")}
-    return trainer_cli.run_trainer(args, benchmark="gta5", make_data=make_data, adjust_recipe=adjust,
+    benchmark = "gta5" if args.setting == "uda" else "cityscapes_ssl"
+    return trainer_cli.run_trainer(args, benchmark=benchmark, make_data=make_data, adjust_recipe=adjust,
                                    data_flags=flags)
+
+
+# ----------------------------------------------------------------------------------- generalize
+def _add_generalize(sub) -> None:
+    from diga.engine.recipes import get_recipe
+    from diga.engine.trainer_cli import add_trainer_args
+
+    p = sub.add_parser(
+        "generalize", help="domain generalisation: train on a labelled source alone (DiGA's warm-up), evaluate on "
+                           "unseen domains",
+        description="DiGA's domain generalisation (the warm-up alone: CE on the clean view + 0.5 x symmetric KD "
+                    "over a strongly augmented view; no target image, no translator) on your folders; the final "
+                    "model is evaluated on every --val-images/--val-labels pair, one row each and their mean in "
+                    "<work-dir>/results.json. Writes <work-dir>/model.safetensors for `diga predict`. One run per "
+                    "work dir at a time; a killed run continues with --resume.",
+        epilog="Files in --work-dir: as `diga adapt` (no pseudo-labels or centroids). Before training: --work-dir "
+               "must lie outside every input, and every label file is checked (size, channels, values).",
+    )
+    d = p.add_argument_group("data (folders)")
+    d.add_argument("--source-images", required=True, help="folder of source images (nested folders are fine)")
+    d.add_argument("--source-labels", required=True, help="folder of source label PNGs, matched by file stem")
+    d.add_argument("--val-images", action="append", help="folder of labelled images of an unseen domain, to "
+                   "evaluate on; repeat --val-images / --val-labels for several (optional)")
+    d.add_argument("--val-labels", action="append", help="their labels, one per --val-images, in the same order")
+    d.add_argument("--num-classes", type=integer(low=1, high=255), required=True, help="number of classes C, 1 to "
+                   "255 (label PNGs are 8-bit with 255 = ignore)")
+    d.add_argument("--classes", help="class names: comma-separated, or a text file with one per line")
+    d.add_argument("--source-label-map", help="JSON/YAML file mapping raw source label values to class ids")
+    d.add_argument("--val-label-map", help="JSON/YAML file mapping raw evaluation label values to ids (every "
+                   "--val-labels)")
+    d.add_argument("--crop-size", type=integer(low=1), nargs=2, metavar=("H", "W"),
+                   help="training crop; smaller images are padded to it (image with zeros, label with 255) "
+                        "(default: the preset's: 512 896 paper, 64 96 tiny)")
+    add_trainer_args(p, paper=get_recipe("gta5_dg", "paper"), benchmark="gta5_dg")
+    p.set_defaults(func=_run_generalize)
+
+
+def _run_generalize(args: argparse.Namespace) -> dict[str, Any]:
+    from diga.data import SegmentationFolder
+    from diga.engine import trainer_cli
+    from diga.engine.data_specs import train_transform
+    from diga.engine.pipeline import DataSpec
+    from diga.engine.plots import _LINE_COLOURS
+    from diga.engine.targets import EvalTarget
+
+    pairs = _folder_pairs(args.val_images, args.val_labels, "--val-images", "--val-labels")
+    names = _class_names(args.classes, args.num_classes)  # checked now, before the work dir is touched
+    palette = [_LINE_COLOURS[i % len(_LINE_COLOURS)] for i in range(args.num_classes)]
+    targets = target_names([i for i, _ in pairs])
+
+    def make_data(a, recipe):
+        def source(scale, stage):
+            return SegmentationFolder(a.source_images, a.source_labels, label_map=a.source_label_map, classes=names,
+                                      palette=palette, seed=a.seed,
+                                      transform=train_transform(recipe, low_size=None, rescale=stage.source_rescale))
+
+        evals = [EvalTarget(name, SegmentationFolder(images, labels, label_map=a.val_label_map, classes=names,
+                                                     palette=palette), scales=recipe.scales)
+                 for name, (images, labels) in zip(targets, pairs, strict=True)]
+        return DataSpec(source=source, target=None, target_full=None, target_centroid=None, val=None,
+                        classes=names, palette=palette, eval_targets=(lambda: evals) if evals else None)
+
+    flags = {"source": ("--source-images", "--source-labels"),
+             **{f"val:{name}": ("--val-images", "--val-labels") for name in targets}}
+    return trainer_cli.run_trainer(args, benchmark="gta5_dg", make_data=make_data,
+                                   adjust_recipe=lambda recipe: _folder_recipe(recipe, args), data_flags=flags)
 
 
 # -------------------------------------------------------------------------------------- predict
@@ -338,11 +449,14 @@ def _run_predict(args: argparse.Namespace) -> dict[str, Any]:
 def _add_evaluate(sub) -> None:
     from diga.engine.trainer_cli import add_sliding_args
 
-    p = sub.add_parser("evaluate", help="per-class IoU and mIoU of a trained model on labelled images")
+    p = sub.add_parser("evaluate", help="per-class IoU and mIoU of a trained model on labelled images (one or "
+                                        "several folders: one row each and their mean)")
     p.add_argument("model", help="a model file written by training (<work-dir>/model.safetensors) or diga export")
-    p.add_argument("--images", required=True, help="folder of images")
-    p.add_argument("--labels", required=True, help="folder of label PNGs matched by file stem")
-    p.add_argument("--label-map", help="JSON/YAML file mapping raw label values to class ids")
+    p.add_argument("--images", required=True, action="append", help="folder of images; repeat --images / --labels "
+                   "for several evaluation sets (each at its own image size; one row each and their mean)")
+    p.add_argument("--labels", required=True, action="append", help="folder of label PNGs matched by file stem, "
+                   "one per --images, in the same order")
+    p.add_argument("--label-map", help="JSON/YAML file mapping raw label values to class ids (every folder)")
     _scales(p)
     p.add_argument("--json", help="also write the result as JSON to this file (a class no image shows has IoU "
                    "null); it must not be one of the inputs or lie among them")
@@ -386,7 +500,9 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from diga.inference import load_model, predict_logits, resolve_window
     from diga.metrics import ConfusionMatrix
 
-    reads = {"model": [Path(args.model)], "--images": [Path(args.images)], "--labels": [Path(args.labels)]}
+    pairs = _folder_pairs(args.images, args.labels, "--images", "--labels")
+    reads = {"model": [Path(args.model)], "--images": [Path(i) for i, _ in pairs],
+             "--labels": [Path(lbl) for _, lbl in pairs]}
     if args.label_map:
         reads["--label-map"] = [Path(args.label_map)]
     if args.json:
@@ -399,20 +515,34 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     model, meta = load_model(args.model, device=device, allow_pickle=args.allow_pickle)
     num_classes = int(meta["config"]["num_classes"])
     classes = meta.get("classes") or [f"class{i}" for i in range(num_classes)]
-    data = SegmentationFolder(args.images, args.labels, label_map=args.label_map, classes=classes)
-    window, stride = _window_note([_image_size(s.image) for s in data.samples], args)
-    cm = ConfusionMatrix(num_classes, ignore_index=meta.get("ignore_index", 255)).to(device)
-    for i in progress(range(len(data)), desc="evaluate", enabled=not args.no_progress):
-        item = data[i]
-        image = item["image"][None].to(device)
-        win, step = resolve_window(image.shape[-2:], window, stride)
-        logits = predict_logits(model, image, args.scales, window=win, stride=step, batch_size=args.batch_size)
-        cm.update(class_argmax(logits), item["label"][None].to(device))
-    out = cm.compute()
-    iou = out["iou"].tolist()
-    result = {"miou": float(out["miou"]), "iou": dict(zip(classes, iou, strict=True)),
-              "images": len(data), "model": str(args.model)}
-    print(format_iou_table(classes, iou, result["miou"]))
+    sets = {name: SegmentationFolder(images, labels, label_map=args.label_map, classes=classes)
+            for name, (images, labels) in zip(target_names([i for i, _ in pairs]), pairs, strict=True)}
+    rows = {}
+    for name, data in sets.items():
+        window, stride = _window_note([_image_size(s.image) for s in data.samples], args)
+        cm = ConfusionMatrix(num_classes, ignore_index=meta.get("ignore_index", 255)).to(device)
+        desc = "evaluate" if len(sets) == 1 else f"evaluate {name}"
+        for i in progress(range(len(data)), desc=desc, enabled=not args.no_progress):
+            item = data[i]
+            image = item["image"][None].to(device)
+            win, step = resolve_window(image.shape[-2:], window, stride)
+            logits = predict_logits(model, image, args.scales, window=win, stride=step, batch_size=args.batch_size)
+            cm.update(class_argmax(logits), item["label"][None].to(device))
+        out = cm.compute()
+        iou = out["iou"].tolist()
+        rows[name] = {"miou": float(out["miou"]), "iou": dict(zip(classes, iou, strict=True)), "images": len(data)}
+        if len(sets) > 1:
+            print(f"== {name}")
+        print(format_iou_table(classes, iou, rows[name]["miou"]))
+    if len(rows) == 1:
+        result = {**next(iter(rows.values())), "model": str(args.model)}
+    else:
+        mean = sum(r["miou"] for r in rows.values()) / len(rows)
+        result = {"targets": rows, "mean_miou": mean, "model": str(args.model)}
+        width = max(len(n) for n in rows)
+        print("\n".join([f"{'target':<{width}}  mIoU (%)"] + [f"{n:<{width}}  {100 * r['miou']:>8.1f}"
+                                                               for n, r in rows.items()]
+                         + [f"{'mean':<{width}}  {100 * mean:>8.1f}"]))
     if args.json:
         atomic_write_json(args.json, result)  # strict JSON: an undefined IoU is null
     return result
@@ -523,6 +653,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "of one line (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_adapt(sub)
+    _add_generalize(sub)
     _add_predict(sub)
     _add_evaluate(sub)
     _add_export(sub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -19,6 +20,7 @@ from diga.adapter import Adapter, setting_defaults
 from diga.augment import StrongPhotometric
 from diga.engine.checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from diga.engine.distributed import DistInfo, wrap_ddp
+from diga.engine.evaluation import inference_window
 from diga.engine.plots import line_plot, save_png
 from diga.engine.recipes import Recipe, StageRecipe
 from diga.engine.stages import evaluate, generate_pseudo_labels, stage_checkpoint, train_stage
@@ -210,9 +212,40 @@ def run_pipeline(
     collapse watch fired (:class:`~diga.engine.CollapseError`); otherwise a warning is
     issued and the log records it.
 
+    A recipe with ``eval_window`` predicts in sliding windows for pseudo-labels and evaluation
+    (:func:`~diga.engine.evaluation.inference_window`; it wins over a window set around the call).
+
     Returns:
         The results dictionary written to ``results.json``.
     """
+    window = contextlib.nullcontext() if recipe.eval_window is None else inference_window(recipe.eval_window,
+                                                                                         recipe.eval_stride)
+    with window:
+        return _run_pipeline(
+            recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist, seed=seed, amp=amp,
+            num_workers=num_workers, resume=resume, show_progress=show_progress, config=config,
+            adapter_kwargs=adapter_kwargs, stop_on_collapse=stop_on_collapse,
+        )
+
+
+def _run_pipeline(
+    recipe: Recipe,
+    data: DataSpec,
+    *,
+    model: nn.Module,
+    work_dir: str | os.PathLike,
+    translator=None,
+    dist: DistInfo | None = None,
+    seed: int = 0,
+    amp: bool | str = False,
+    num_workers: int = 0,
+    resume: bool = True,
+    show_progress: bool = True,
+    config: dict[str, Any] | None = None,
+    adapter_kwargs: dict[str, Any] | None = None,
+    stop_on_collapse: bool = False,
+) -> dict[str, Any]:
+    """:func:`run_pipeline`'s body, inside its sliding-window context."""
     if (data.target is None) != (recipe.rounds == 0 and recipe.setting == "dg"):
         raise ValueError(f"`data.target` must be None exactly for domain generalisation (setting='dg'); got "
                          f"{'None' if data.target is None else 'a target'} for setting={recipe.setting!r}")

@@ -175,6 +175,8 @@ INPUT_FLAGS: tuple[str, ...] = (
     "config", "classes", "translator", "perceptual_weights",
     "source_images", "source_labels", "target_images", "target_val_images", "target_val_labels",
     "source_label_map", "target_label_map", "source_root", "target_root", "source_list", "target_list",
+    "cityscapes_root", "bdd_root", "mapillary_root", "root", "labelled_list", "val_images", "val_labels",
+    "val_label_map",
 )
 _NOT_PATHS = {"translator": ("fourier", "none")}  # values of a path flag that name no file
 

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from diga.adapter import AblationOptions
-from diga.engine.data_specs import benchmark_data
+from diga.engine.data_specs import benchmark_data, dg_data, ssl_data
 from diga.engine.distributed import DistInfo, cleanup_distributed, setup_distributed
-from diga.engine.evaluation import inference_window
 from diga.engine.guards import work_dir_lock
+from diga.engine.optim import LR_SCHEDULES
 from diga.engine.pipeline import DataSpec, run_pipeline
 from diga.engine.preflight import (
     Number,
@@ -28,7 +28,7 @@ from diga.engine.preflight import (
     real,
     scan_labels,
 )
-from diga.engine.recipes import Recipe, get_recipe
+from diga.engine.recipes import Recipe, get_recipe, list_presets, recipe_model
 
 __all__ = [
     "MAY_DIFFER_ON_RESUME",
@@ -39,18 +39,21 @@ __all__ = [
     "build_model",
     "build_translator",
     "check_work_dir",
+    "generalization_parser",
     "config_defaults",
     "load_config_file",
     "parse_with_config",
     "recorded_settings",
     "resolve_workers",
     "run_benchmark_trainer",
+    "run_generalization_trainer",
+    "run_semi_supervised_trainer",
     "run_settings",
     "run_trainer",
+    "semi_supervised_parser",
     "sliding_window",
 ]
 
-PAPER_MODEL = ("deeplabv2", "resnet101")
 _SOURCES = {  # benchmark: (--source-root help, name in --source-list's help)
     "gta5": ("GTA5 folder with images/ and labels/", "GTA5"),
     "synthia": ("SYNTHIA-RAND-CITYSCAPES folder with RGB/ and GT/LABELS/", "SYNTHIA"),
@@ -58,13 +61,13 @@ _SOURCES = {  # benchmark: (--source-root help, name in --source-list's help)
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, work_dir: str, what: str,
-                 preset_help: str) -> argparse._ArgumentGroup:
+                 preset_help: str, presets: Sequence[str] = ("paper", "tiny")) -> argparse._ArgumentGroup:
     """The "run" flags every trainer shares (DiGA's and the translator's): ``--work-dir``,
-    ``--preset``, ``--resume``, ``--device``, ``--seed``, ``--amp``, ``--num-workers``,
+    ``--preset`` (one of ``presets``), ``--resume``, ``--device``, ``--seed``, ``--amp``, ``--num-workers``,
     ``--no-progress`` and ``--config``; ``what`` says what goes into the work dir."""
     g = parser.add_argument_group("run")
     g.add_argument("--work-dir", default=work_dir, help=f"where {what} go (default: %(default)s)")
-    g.add_argument("--preset", choices=("paper", "tiny"), default="paper", help=preset_help)
+    g.add_argument("--preset", choices=tuple(presets), default="paper", help=preset_help)
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --work-dir: finished stages are skipped, the interrupted one "
                         "resumes at its last checkpoint with the same data order (default: off; without it an "
@@ -83,19 +86,30 @@ def add_run_args(parser: argparse.ArgumentParser, *, work_dir: str, what: str,
     return g
 
 
-def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argparse.ArgumentParser:
-    """Add the flags every DiGA trainer shares; help texts give each default and the paper's value."""
+def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe, benchmark: str = "gta5"
+                     ) -> argparse.ArgumentParser:
+    """Add the flags every DiGA trainer shares; help texts give each default and the paper's value.
+
+    ``benchmark`` names the recipes (``--preset`` offers its presets); flags the paper recipe's
+    setting has no use for are left out (``"dg"``: the translator, self-training and target flags;
+    ``"ssl"``: the translator and the target leak)."""
+    setting = paper.setting
+    presets = list_presets(benchmark)
     add_run_args(parser, work_dir="runs/diga", what="checkpoints, logs, pseudo-labels and results",
+                 presets=presets,
                  preset_help="'paper': the paper's recipe; 'tiny': every stage for a few steps at small crops, "
-                             "to check a pipeline on CPU in minutes (default: %(default)s)")
+                             "to check a pipeline on CPU in minutes"
+                             + ("; 'dinov2' / 'dinov2_tiny': the foundation-model preset (docs/recipes.md)"
+                                if "dinov2" in presets else "") + " (default: %(default)s)")
 
     m = parser.add_argument_group("model")
-    m.add_argument("--model", default=PAPER_MODEL[0], help="any name of diga.list_models(): smp "
-                   "architectures, 'deeplabv2', 'timm' (default: %(default)s; paper: deeplabv2)")
+    m.add_argument("--model", default=None, help="any name of diga.list_models(): smp architectures, "
+                   "'deeplabv2', 'hrnet_ocr', 'daformer', 'timm' (default: the preset's; paper: "
+                   f"{paper.model})")
     m.add_argument("--encoder-name", "--encoder", dest="encoder_name", default=None, help="encoder / backbone "
-                   "name (create_model's encoder_name), e.g. resnet101, mit_b5, or a timm "
-                   "model for --model timm such as vit_small_patch14_dinov2 (default: resnet101, resnet18 "
-                   "with --preset tiny; paper: resnet101)")
+                   "name (create_model's encoder_name), e.g. resnet101, hrnet_w48, mit_b5, or a timm "
+                   "model for --model timm such as vit_small_patch14_dinov2 (default: the preset's with its "
+                   "model, else the model's own; paper: " + paper.encoder + ")")
     m.add_argument("--pretrained", action="store_true", help="load ImageNet weights for the encoder (needs them "
                    "downloadable or cached; default: off; paper: on)")
     m.add_argument("--sync-bn", action="store_true", help="synchronised batch norm across ranks under "
@@ -104,41 +118,50 @@ def add_trainer_args(parser: argparse.ArgumentParser, *, paper: Recipe) -> argpa
                    "(default: off)")
 
     r = parser.add_argument_group("recipe overrides")
-    r.add_argument("--translator", default="fourier", help="'fourier' (zero-training FDA), 'none', or the "
-                   "path of a learned translator checkpoint from `diga translate` "
-                   "(default: %(default)s; paper: learned)")
-    r.add_argument("--fourier-beta", type=real(low=0, high=0.5), default=paper.fourier_beta, help="FDA band, "
-                   f"in [0, 0.5] (default: %(default)s; paper: {paper.fourier_beta})")
+    if setting == "uda":
+        r.add_argument("--translator", default=None, help="'fourier' (zero-training FDA), 'none', or the "
+                       "path of a learned translator checkpoint from `diga translate` "
+                       "(default: 'fourier' in UDA, 'none' in the semi-supervised setting; paper: learned)")
+        r.add_argument("--fourier-beta", type=real(low=0, high=0.5), default=paper.fourier_beta, help="FDA band, "
+                       f"in [0, 0.5] (default: %(default)s; paper: {paper.fourier_beta})")
     r.add_argument("--warmup-steps", type=integer(low=1), default=None,
                    help=f"warm-up iterations (default: the preset's; paper: {paper.warmup.steps})")
-    r.add_argument("--self-training-steps", type=integer(low=1), default=None, help="iterations per "
-                   f"self-training round (default: the preset's; paper: {paper.self_training.steps})")
-    r.add_argument("--rounds", type=integer(low=0), default=None, help="self-training rounds, 0 for the "
-                   f"warm-up alone (default: the preset's; paper: {paper.rounds})")
+    r.add_argument("--warmup-lr-schedule", choices=LR_SCHEDULES, default=None,
+                   help="the warm-up's learning-rate schedule: 'poly' decay or a linear 'rise' over the whole "
+                   f"stage (default: the preset's; paper script: {paper.warmup.lr_schedule})")
+    if setting != "dg":
+        r.add_argument("--self-training-steps", type=integer(low=1), default=None, help="iterations per "
+                       f"self-training round (default: the preset's; paper: {paper.self_training.steps})")
+        r.add_argument("--rounds", type=integer(low=0), default=None, help="self-training rounds, 0 for the "
+                       f"warm-up alone (default: the preset's; paper: {paper.rounds})")
     r.add_argument("--lr", type=real(low=0, low_open=True), default=None,
-                   help=f"base learning rate, head at 10x (default: the preset's; paper: {paper.optim.lr})")
+                   help=f"base learning rate, head at {paper.optim.head_lr_mult:g}x (default: the preset's; paper: "
+                   f"{paper.optim.lr})")
     r.add_argument("--eval-every", type=integer(low=0), default=0, help="also evaluate every N steps and keep the best "
                    "checkpoint, reported as best-by-validation (default: 0 = at stage ends only)")
     r.add_argument("--rare-class-sampling", action="store_true",
                    help="DAFormer's rare-class sampling of source crops (default: off, as the paper)")
-    r.add_argument("--target-bn-leak", action="store_true", help="reproduce the paper script's warm-up leak "
-                   "of target batch-norm statistics (default: off; paper script: on)")
+    if setting == "uda":
+        r.add_argument("--target-bn-leak", action="store_true", help="reproduce the paper script's warm-up leak "
+                       "of target batch-norm statistics (default: off; paper script: on)")
     r.add_argument("--teacher-train-mode", action="store_true",
                    help="keep the teacher in train mode as the paper's script (default: off)")
     r.add_argument("--teacher-ramp", type=real(low=0, low_open=True), default=None,
                    help="warm-up teacher's averaging window as a fraction of the steps so far (default: the "
                    "preset's, the paper's true average 1.0; 0.1 for runs of a few thousand steps or less)")
-    r.add_argument("--select-with", choices=("teacher", "labeller"), default=None,
-                   help="whose features the dynamic selection reads: the EMA teacher's at every step (the "
-                   "paper's) or the frozen stage-start model's, against the centroid pass's centroids: a "
-                   "selection fixed for each round (default: the preset's, the paper's 'teacher', as the Adapter's; "
-                   "docs/guide.md has what each did on the built-in shifts)")
+    if setting != "dg":
+        r.add_argument("--select-with", choices=("teacher", "labeller"), default=None,
+                       help="whose features the dynamic selection reads: the EMA teacher's at every step (the "
+                       "paper's) or the frozen stage-start model's, against the centroid pass's centroids: a "
+                       "selection fixed for each round (default: the preset's, the paper's 'teacher', as the "
+                       "Adapter's; docs/findings.md has what each did on the built-in shifts)")
     r.add_argument("--mixed-view-ce", action=argparse.BooleanOptionalAction, default=None,
-                   help="warm-up CE on the cross-domain mixed view too, not only on the clean one (default: "
-                   "the preset's, the paper's loss: off; the Adapter's default: on; docs/guide.md has what "
-                   "each did on the built-in shifts)")
-    r.add_argument("--stop-on-collapse", action="store_true",
-                   help="stop self-training when the collapse watch fires (default: warn and log it)")
+                   help="warm-up CE on the second (mixed or augmented) view too, not only on the clean one "
+                   "(default: the preset's, the paper's loss: off; the Adapter's default in UDA: on; "
+                   "docs/findings.md has what each did on the built-in shifts)")
+    if setting != "dg":
+        r.add_argument("--stop-on-collapse", action="store_true",
+                       help="stop self-training when the collapse watch fires (default: warn and log it)")
     add_sliding_args(parser.add_argument_group("evaluation and pseudo-labels"))
     return parser
 
@@ -291,30 +314,49 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
 
 def resolve_recipe(args: argparse.Namespace, benchmark: str) -> Recipe:
+    """The preset's recipe with every recipe flag given applied (``--slide``/``--stride`` become its
+    evaluation window, which wins over the preset's)."""
     recipe = get_recipe(benchmark, args.preset)
-    recipe = recipe.with_steps(args.warmup_steps, args.self_training_steps)
-    if args.rounds is not None:
+    recipe = recipe.with_steps(args.warmup_steps, getattr(args, "self_training_steps", None))
+    if getattr(args, "rounds", None) is not None:
+        if recipe.setting == "dg" and args.rounds:
+            raise ValueError(f"--rounds must be 0 for domain generalisation (the warm-up alone), got {args.rounds}")
         recipe = replace(recipe, rounds=args.rounds)
+    if getattr(args, "warmup_lr_schedule", None) is not None:
+        recipe = replace(recipe, warmup=replace(recipe.warmup, lr_schedule=args.warmup_lr_schedule))
+    window, stride = sliding_window(args)
+    if window is not None:
+        recipe = replace(recipe, eval_window=window, eval_stride=stride)
     if args.lr is not None:
         recipe = replace(recipe, optim=replace(recipe.optim, lr=args.lr))
     if args.teacher_ramp is not None:
         recipe = replace(recipe, teacher_ramp=args.teacher_ramp)
-    if args.select_with is not None:
+    if getattr(args, "select_with", None) is not None:
         recipe = replace(recipe, select_with=args.select_with)
     if args.mixed_view_ce is not None:
         recipe = replace(recipe, mixed_view_ce=args.mixed_view_ce)
-    return replace(recipe, fourier_beta=args.fourier_beta, eval_every=args.eval_every)
+    return replace(recipe, fourier_beta=getattr(args, "fourier_beta", recipe.fourier_beta), eval_every=args.eval_every)
 
 
-def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
-    """``--model``/``--encoder-name``; DeepLabV2 defaults to the paper's ResNet-101 (ResNet-18 for ``tiny``),
-    other architectures to :func:`~diga.create_model`'s own default encoder."""
+def build_model(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
+    """The preset's network (:func:`~diga.engine.recipes.recipe_model`) unless ``--model`` / ``--encoder-name``
+    say otherwise: ``--encoder`` alone swaps the preset model's encoder; ``--model`` alone takes the preset's
+    encoder when the model is the preset's, else :func:`~diga.create_model`'s own default encoder."""
     from diga.models import create_model
 
-    encoder_name = args.encoder_name
-    if encoder_name is None and args.model == "deeplabv2":
-        encoder_name = "resnet18" if args.preset == "tiny" else PAPER_MODEL[1]
-    return create_model(args.model, num_classes=num_classes, encoder_name=encoder_name, pretrained=args.pretrained)
+    model, encoder = _resolved_model(args, recipe)
+    if model == recipe.model and encoder == recipe.encoder:
+        return recipe_model(replace(recipe, num_classes=recipe.num_classes), pretrained=args.pretrained)
+    return create_model(model, num_classes=recipe.num_classes, encoder_name=encoder, pretrained=args.pretrained)
+
+
+def _resolved_model(args: argparse.Namespace, recipe: Recipe) -> tuple[str, str | None]:
+    """``(model, encoder)`` a run builds: the flags where given, else the preset's."""
+    model = args.model or recipe.model
+    encoder = args.encoder_name
+    if encoder is None and model == recipe.model:
+        encoder = recipe.encoder
+    return model, encoder
 
 
 def build_translator(spec: str, fourier_beta: float):
@@ -357,10 +399,12 @@ _RECIPE_FLAGS = {
     "num_classes": "--num-classes", "crop_size": "--crop-size", "warmup.steps": "--warmup-steps",
     "self_training.steps": "--self-training-steps", "rounds": "--rounds", "optim.lr": "--lr",
     "teacher_ramp": "--teacher-ramp", "select_with": "--select-with", "mixed_view_ce": "--mixed-view-ce",
-    "fourier_beta": "--fourier-beta",
+    "fourier_beta": "--fourier-beta", "warmup.lr_schedule": "--warmup-lr-schedule", "eval_window": "--slide",
+    "eval_stride": "--stride",
 }
 _RECIPE_DESTS = {"preset", "warmup_steps", "self_training_steps", "rounds", "lr", "teacher_ramp", "select_with",
-                 "mixed_view_ce", "fourier_beta", "crop_size", "num_classes", "encoder_name"}
+                 "mixed_view_ce", "fourier_beta", "crop_size", "num_classes", "encoder_name", "model",
+                 "warmup_lr_schedule", "slide", "stride"}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -380,8 +424,9 @@ def run_settings(args: argparse.Namespace, recipe: Recipe, *, benchmark: str, wo
     """
     from diga.engine.preflight import INPUT_FLAGS
 
-    settings: dict[str, Any] = {"benchmark": benchmark, "--preset": args.preset,
-                                "--encoder": _resolved_encoder(args), "processes (torchrun)": world_size}
+    model, encoder = _resolved_model(args, recipe)
+    settings: dict[str, Any] = {"benchmark": benchmark, "--preset": args.preset, "--model": model,
+                                "--encoder": encoder, "processes (torchrun)": world_size}
     for dest, value in sorted(vars(args).items()):
         if dest in MAY_DIFFER_ON_RESUME or dest in _RECIPE_DESTS or callable(value):
             continue
@@ -391,15 +436,9 @@ def run_settings(args: argparse.Namespace, recipe: Recipe, *, benchmark: str, wo
                     os.path.abspath(value)
         settings["--" + dest.replace("_", "-")] = value
     recipe_values = {k: v for k, v in _flatten(recipe.to_dict()).items() if k not in ("eval_every", "name")}
-    for key in sorted(recipe_values, key=lambda k: (k not in _RECIPE_FLAGS, k)):
+    for key in sorted(recipe_values, key=lambda k: (k not in _RECIPE_FLAGS, _RECIPE_FLAGS.get(k, k))):
         settings[_RECIPE_FLAGS.get(key, f"the recipe's {key}")] = recipe_values[key]
     return settings
-
-
-def _resolved_encoder(args: argparse.Namespace) -> str | None:
-    if args.encoder_name is None and args.model == "deeplabv2":
-        return "resnet18" if args.preset == "tiny" else PAPER_MODEL[1]
-    return args.encoder_name
 
 
 def recorded_settings(path: Path, *keys: str) -> dict[str, Any] | None:
@@ -438,10 +477,9 @@ def run_trainer(
         recipe = adjust_recipe(recipe)
     work_dir = Path(args.work_dir)
     check_outputs({"--work-dir": work_dir}, input_paths(args))
-    window = sliding_window(args)
     dist = setup_distributed(args.device)
     try:
-        with work_dir_lock(work_dir, enabled=dist.is_main), inference_window(*window):
+        with work_dir_lock(work_dir, enabled=dist.is_main):
             return _run_locked(args, benchmark, make_data, recipe, dist, work_dir, data_flags)
     finally:
         cleanup_distributed()
@@ -460,12 +498,13 @@ def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, r
     torch.manual_seed(args.seed)
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model = build_model(args, recipe.num_classes)
+    model = build_model(args, recipe)
     if args.sync_bn and dist.world_size > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if args.channels_last and dist.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    translator = build_translator(args.translator, args.fourier_beta)
+    translator = build_translator(getattr(args, "translator", None) or ("fourier" if recipe.setting == "uda"
+                                                                          else "none"), recipe.fourier_beta)
     if isinstance(translator, torch.nn.Module):
         translator = translator.to(dist.device).eval()
     config = {"benchmark": benchmark, "args": {k: v for k, v in vars(args).items() if not callable(v)},
@@ -473,8 +512,8 @@ def _run_locked(args: argparse.Namespace, benchmark: str, make_data: Callable, r
     return run_pipeline(
         recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist,
         seed=args.seed, amp=args.amp, num_workers=resolve_workers(args.num_workers), resume=args.resume,
-        show_progress=not args.no_progress, config=config, stop_on_collapse=args.stop_on_collapse,
-        adapter_kwargs={"ablation": AblationOptions(target_bn_leak=args.target_bn_leak,
+        show_progress=not args.no_progress, config=config, stop_on_collapse=getattr(args, "stop_on_collapse", False),
+        adapter_kwargs={"ablation": AblationOptions(target_bn_leak=getattr(args, "target_bn_leak", False),
                                                     teacher_train_mode=args.teacher_train_mode)},
     )
 
@@ -487,13 +526,17 @@ def _scan(data: DataSpec, recipe: Recipe, flags: dict[str, tuple[str, str]], *, 
                "val": ("--target-root", "--target-root")}
     crop = tuple(recipe.crop_size)
     small = []
-    parts = [("source", data.source("high", recipe.warmup)), ("target", data.target_full())]
+    parts = [("source", data.source("high", recipe.warmup))]
+    if data.target_full is not None:
+        parts.append(("target", data.target_full()))
     if data.val is not None:
         parts.append(("val", data.val()))
+    for target in data.eval_targets() if data.eval_targets is not None else ():
+        parts.append((f"val:{target.name}", target.build()))
     for part, dataset in parts:
-        image_flag, label_flag = flags.get(part, default[part])
+        image_flag, label_flag = flags.get(part, default.get(part.split(":")[0]))
         found = scan_labels(dataset, flag=image_flag, label_flag=label_flag, show_progress=show_progress,
-                            crop=None if part == "val" else crop)
+                            crop=None if part.startswith("val") else crop)
         if found.smaller:
             small.append(f"{found.smaller} of {found.items} {image_flag} images")
     if small:
@@ -535,3 +578,75 @@ def run_benchmark_trainer(
         source_list=a.source_list, target_list=a.target_list,
         rare_class_sampling=a.rare_class_sampling, work_dir=a.work_dir,
     ))
+
+
+# ------------------------------------------------------------------ the other two settings' trainers
+_DG_TARGET_FLAGS = {"cityscapes": "--cityscapes-root", "bdd100k": "--bdd-root", "mapillary": "--mapillary-root"}
+
+
+def generalization_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The parser of the GTA5 -> {Cityscapes, BDD100k, Mapillary} generalisation trainer (``gta5_dg``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data (the source trains; every target given is evaluated)")
+    data.add_argument("--source-root", required=True, help=_SOURCES["gta5"][0])
+    data.add_argument("--source-list", default=None, help="optional list of GTA5 image names to use (the scripts: "
+                      "gta5_list/train_modified.txt, 18,111 of 24,966)")
+    data.add_argument("--cityscapes-root", default=None, help="Cityscapes folder (val at 1024 x 2048)")
+    data.add_argument("--bdd-root", default=None, help="BDD100k folder, any of its layouts (val at 720 x 1280)")
+    data.add_argument("--mapillary-root", default=None, help="Mapillary Vistas folder, v1.2 labels (validation, "
+                      "resized to 1080 x 1920, 66 classes grouped into 19)")
+    return add_trainer_args(parser, paper=get_recipe("gta5_dg", "paper"), benchmark="gta5_dg")
+
+
+def run_generalization_trainer(argv: Sequence[str] | None = None, *, description: str | None = None
+                               ) -> dict[str, Any]:
+    """Parse the generalisation trainer's flags and run it: the warm-up on GTA5 alone, then one row per
+    target given (and their mean) in ``results.json``."""
+    args = parse_with_config(generalization_parser(description), argv)
+    roots = {name: getattr(args, flag[2:].replace("-", "_")) for name, flag in _DG_TARGET_FLAGS.items()}
+    if all(root is None for root in roots.values()):
+        raise ValueError("give at least one evaluation target: --cityscapes-root, --bdd-root or --mapillary-root")
+    flags = {"source": ("--source-root", "--source-root"),
+             **{f"val:{name}": (flag, flag) for name, flag in _DG_TARGET_FLAGS.items()}}
+    return run_trainer(args, benchmark="gta5_dg", data_flags=flags, make_data=lambda a, recipe: dg_data(
+        recipe, source_root=a.source_root, cityscapes_root=a.cityscapes_root, bdd_root=a.bdd_root,
+        mapillary_root=a.mapillary_root, seed=a.seed, source_list=a.source_list,
+        rare_class_sampling=a.rare_class_sampling, work_dir=a.work_dir))
+
+
+def _fraction(value: str) -> str:
+    """``--split``'s argparse type: a fraction in (0, 1) such as 1/16, kept as written."""
+    from diga.data.splits import parse_fraction
+
+    try:
+        share = parse_fraction(value, "--split")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("`--split`", "a fraction")) from None
+    if share >= 1:
+        raise argparse.ArgumentTypeError(f"must leave images unlabelled (below 1), got {value!r}")
+    return value
+
+
+def semi_supervised_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The parser of the semi-supervised Cityscapes trainer (``cityscapes_ssl``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--root", required=True, help="Cityscapes folder with leftImg8bit/ and gtFine/")
+    split = data.add_mutually_exclusive_group()
+    split.add_argument("--split", type=_fraction, default=None, help="labelled share of the 2975 training images, "
+                       "a seeded draw: 1/16 (186), 1/8 (372), 1/4 (744) or 1/2 (1488), the paper's, or any fraction "
+                       "below 1 (default: the preset's, 1/16)")
+    split.add_argument("--labelled-list", default=None, help="a list of the labelled training images (e.g. the "
+                       "scripts' train_image_labeled_1-16.txt); every other training image is unlabelled")
+    return add_trainer_args(parser, paper=get_recipe("cityscapes_ssl", "paper"), benchmark="cityscapes_ssl")
+
+
+def run_semi_supervised_trainer(argv: Sequence[str] | None = None, *, description: str | None = None
+                                ) -> dict[str, Any]:
+    """Parse the semi-supervised trainer's flags and run it: the split written to ``<work-dir>/split/``,
+    the warm-up on the labelled images, pseudo-labels for the unlabelled ones, centroids over all, one
+    self-training round, evaluation on Cityscapes val."""
+    args = parse_with_config(semi_supervised_parser(description), argv)
+    flags = {part: ("--root", "--root") for part in ("source", "target", "val")}
+    return run_trainer(args, benchmark="cityscapes_ssl", data_flags=flags, make_data=lambda a, recipe: ssl_data(
+        recipe, root=a.root, work_dir=a.work_dir, seed=a.seed, fraction=a.split, labelled_list=a.labelled_list))
