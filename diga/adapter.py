@@ -57,20 +57,20 @@ class AblationOptions:
             recovered most of what the untranslated mix cost the weather shift. With the
             translation running it lifts the built-in warm-up on three kinds of four, every
             seed, and lowers it on layout; after self-training it is ahead on weather only
-            (docs/guide.md, "What each part buys").
+            (docs/findings.md, "What does each part buy").
         mixed_view_ce: also train the warm-up's second (cross-domain mixed) view with CE on
             the source labels, which hold there (same geometry). On by default: the paper
             trains that view only through KD, from a teacher that is itself learning; with
             CE on both views the warm-up is above the paper's loss on three of the four
             built-in shifts, on every seed (not on layout, which has no appearance gap;
-            the numbers: docs/guide.md, "What each part buys"). False: the paper's loss.
+            the numbers: docs/findings.md, "What does each part buy"). False: the paper's loss.
             With ``kd_weight=0``: the "augmentation without distillation" baseline.
         target_bn_leak: the paper script's warm-up leak: the student runs on the target
             batch in train mode (no gradient), so target batch-norm statistics enter the
             "source-only" warm-up. Off by default: on the built-in shifts it lifts the
             warm-up where the target differs in look (by 1.4 to 6.1) and cuts it by 17.6 on
-            layout, where the target differs in content (docs/guide.md, "What each part
-            buys").
+            layout, where the target differs in content (docs/findings.md, "What does each part
+            buy").
         teacher_train_mode: keep the teacher in train mode (dropout on) like the paper's
             script; within about 1.6 of the default on the built-in shifts.
         kd_mask_ignore: leave source ignore pixels out of the KD terms (the paper keeps
@@ -189,7 +189,7 @@ class Adapter(nn.Module):
     ``labeller_refresh=N`` a copy of the teacher replaces the
     labeller after ``N`` steps and at each doubling of the stage's length (N, 2N, 4N,
     ... steps): online rounds of the paper's "pseudo-labels again from the self-trained
-    model" (off by default: docs/guide.md has what it gained and lost). Nothing else is needed
+    model" (off by default: docs/findings.md has what it gained and lost). Nothing else is needed
     between the stages: the first self-training step after :meth:`init_centroids`
     restarts the teacher from the student and sets the collapse watch's
     reference (the centroid pass's class shares).
@@ -299,7 +299,7 @@ class Adapter(nn.Module):
             sizes: weather's pseudo-labels were then 68% precise and the teacher's selection
             fed back on itself (one seed ended below its warm-up); with the band they are 91%
             precise and the paper's selection is level or better on every built-in kind but
-            one (docs/guide.md has both measured). ``"labeller"`` keeps one more frozen copy
+            one (docs/findings.md has both measured). ``"labeller"`` keeps one more frozen copy
             of the model and, offline, costs one no-grad forward of the target batch a step;
             it needs ``labeller_refresh=None`` and centroids from the same model
             (``init_centroids(which="student")``, the default, run just before the stage).
@@ -601,7 +601,7 @@ class Adapter(nn.Module):
         ``labeller_refresh`` set, after that many steps and again each time the stage's
         length doubles, it becomes a frozen copy of the teacher (online rounds). A labeller that
         followed the teacher at every step confirms its own mistakes: on the
-        built-in shifts that collapsed within a hundred steps (docs/guide.md).
+        built-in shifts that collapsed within a hundred steps (docs/findings.md).
         """
         self._require("online_pseudo_labels")
         if self.labeller is None:

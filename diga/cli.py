@@ -16,21 +16,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from diga._ops import class_argmax
 from diga.engine.preflight import device_flag, integer, real
+from diga.engine.trainer_cli import OneLineParser
 
-__all__ = ["SAFETY_CASES", "cli_markdown", "main", "make_parser", "run"]
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with a bad flag ending in one line (``diga: error: ...``, exit status 2) instead of the usage."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise SystemExit(f"{message} (see `{self.prog} --help`)")
+__all__ = ["SAFETY_CASES", "cli_markdown", "main", "make_parser", "run", "script_main"]
 
 
 def _scales(p) -> None:
@@ -642,7 +636,7 @@ def _run_make_shift(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- main
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="diga", description="DiGA domain adaptation for semantic segmentation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 done; 2 a user error (one line naming the flag or file, what was seen and what\n"
@@ -889,32 +883,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run the command; exit status 0 on success, 2 on a user error (one line on
     stderr naming the flag or file), 1 when a run had to stop (diverged, disk full), 130 on Ctrl-C.
     ``--debug`` (anywhere) re-raises instead, with the traceback."""
+    return script_main(run, argv)
+
+
+def script_main(fn: Callable[[list[str]], Any], argv: Sequence[str] | None = None, *, prog: str = "diga") -> int:
+    """Run ``fn(argv)`` as a command: what :func:`main` does for ``diga``, for the example trainers too
+    (``sys.exit(script_main(main, prog="gta_to_cityscapes.py"))``): one line on stderr prefixed
+    ``<prog>: error:`` and exit status 2 for a user error, 1 for a run that had to stop, 130 on Ctrl-C."""
     from diga.engine.guards import TrainingDiverged, WorkDirBusy
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
-        run(argv)
+        fn(argv)
     except SystemExit as err:
         if debug or err.code is None or isinstance(err.code, int):
             raise
-        print(f"diga: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if debug:
             raise
-        print("diga: interrupted (a training run continues with --resume)", file=sys.stderr)
+        print(f"{prog}: interrupted (a training run continues with --resume)", file=sys.stderr)
         return 130
     except (*_USER_ERRORS, WorkDirBusy) as err:
         if debug:
             raise
-        print(f"diga: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except (TrainingDiverged, OSError) as err:
         if debug:
             raise
-        print(f"diga: stopped: {_stopped_line(err)}", file=sys.stderr)
+        print(f"{prog}: stopped: {_stopped_line(err)}", file=sys.stderr)
         return 1
     return 0
 

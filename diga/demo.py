@@ -39,7 +39,7 @@ class DemoConfig:
     """Settings of the demo (the built-in appearance shift at 48 x 64, a small U-Net from scratch).
 
     The teacher uses the library's defaults (its averaging window grows with the run,
-    docs/guide.md); the centroids move with 1e-3 (the paper's 1e-4 is for 80k steps).
+    docs/findings.md); the centroids move with 1e-3 (the paper's 1e-4 is for 80k steps).
     Items are drawn once (:class:`~diga.data.CachedDataset`). Timings and scores are in
     README.md and docs/benchmarks.md.
     """
@@ -179,7 +179,7 @@ class ShiftExperiment:
                "history": [(offset + r["step"], r["miou"]) for r in res["history"]]}
         records = [r for r in JsonlLogger.read(self.work / "log.jsonl") if r.get("stage") == name]
         for key in ("kept", "precision_before", "precision_after", "collapse"):
-            values = [r[key] for r in records if key in r]
+            values = [r[key] for r in records if r.get(key) is not None]  # a NaN is logged as null
             if values:
                 out[key] = sum(values) / len(values)
         return out

@@ -12,6 +12,10 @@ default is the semi-supervised scripts' (docs/recipes.md); ``--help`` lists each
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from diga.cli import script_main
 from diga.engine.trainer_cli import run_semi_supervised_trainer
 
 
@@ -19,5 +23,5 @@ def main(argv: list[str] | None = None) -> dict:
     return run_semi_supervised_trainer(argv, description=__doc__)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # one line and exit status 2 on a bad flag or file, as `diga`
+    sys.exit(script_main(main, prog=Path(__file__).name))

@@ -9,6 +9,10 @@ Every default is the paper's recipe (docs/recipes.md); ``--help`` lists each fla
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from diga.cli import script_main
 from diga.engine.trainer_cli import run_benchmark_trainer
 
 BENCHMARK = "gta5"
@@ -18,5 +22,5 @@ def main(argv: list[str] | None = None) -> dict:
     return run_benchmark_trainer(BENCHMARK, argv, description=__doc__)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # one line and exit status 2 on a bad flag or file, as `diga`
+    sys.exit(script_main(main, prog=Path(__file__).name))

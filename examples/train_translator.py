@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from diga.cli import script_main
 from diga.engine import translator_cli
 
 
@@ -29,5 +31,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return translator_cli.parse_args(argv, description=__doc__.split("\n\n")[0])
 
 
-if __name__ == "__main__":
-    sys.exit(translator_cli.main(description=__doc__.split("\n\n")[0]))
+if __name__ == "__main__":  # one line and exit status 2 on a bad flag or file, as `diga`
+    sys.exit(script_main(lambda argv: translator_cli.main(argv, description=__doc__.split("\n\n")[0]),
+                         prog=Path(__file__).name))

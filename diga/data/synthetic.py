@@ -248,8 +248,8 @@ class SyntheticShift(Dataset):
             ``"target"`` (real-like).
         shift: the kind of target (the source is one for all): one of
             :data:`SHIFT_KINDS` (``"appearance"``, the real-like target above;
-            ``"sensor"``, ``"layout"``, ``"weather"``: docs/guide.md, "Four
-            kinds of built-in shift") or a control of :data:`CONTROL_SHIFT_KINDS`.
+            ``"sensor"``, ``"layout"``, ``"weather"``: docs/findings.md, "Which kinds of
+            shift does the benchmark draw?") or a control of :data:`CONTROL_SHIFT_KINDS`.
         size: ``(H, W)`` of every item, each at least 16.
         length: number of items, at least 1.
         seed: non-negative integer; datasets with different seeds hold

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from diga._io import WriteError, strict_json
+
 __all__ = ["JsonlLogger", "progress", "scalars"]
 
 
@@ -83,8 +85,12 @@ class JsonlLogger:
             return
         numbers = scalars(values)
         record = {"stage": self.stage, "step": int(step), **numbers}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(strict_json(record) + "\n")  # a NaN loss is logged as null: every JSON reader reads it
+        except OSError as err:  # a full disk: the one-line "stopped" error, naming the file
+            raise WriteError(err.errno, f"cannot write {self.path}: {err.strerror or err} (its earlier lines are "
+                                        "intact)") from err
         if self.writer is not None:
             for key, value in numbers.items():
                 self.writer.add_scalar(f"{self.stage}/{key}" if self.stage else key, value, int(step))

@@ -31,6 +31,7 @@ from diga.engine.preflight import (
 from diga.engine.recipes import Recipe, get_recipe, list_presets, recipe_model
 
 __all__ = [
+    "OneLineParser",
     "MAY_DIFFER_ON_RESUME",
     "add_run_args",
     "add_sliding_args",
@@ -58,6 +59,14 @@ _SOURCES = {  # benchmark: (--source-root help, name in --source-list's help)
     "gta5": ("GTA5 folder with images/ and labels/", "GTA5"),
     "synthia": ("SYNTHIA-RAND-CITYSCAPES folder with RGB/ and GT/LABELS/", "SYNTHIA"),
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad flag ending in one line (``<prog>: error: ...``, exit status 2, through
+    :func:`diga.cli.script_main`) instead of the usage text."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise SystemExit(f"{message} (see `{self.prog} --help`)")
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, work_dir: str, what: str,
@@ -559,7 +568,7 @@ def benchmark_parser(benchmark: str, description: str | None = None) -> argparse
     if benchmark not in _SOURCES:
         raise ValueError(f"`benchmark` must be one of {sorted(_SOURCES)}, got {benchmark!r}")
     source_help, source_name = _SOURCES[benchmark]
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--source-root", required=True, help=source_help)
     data.add_argument("--target-root", required=True, help="Cityscapes folder with leftImg8bit/ and gtFine/")
@@ -586,7 +595,7 @@ _DG_TARGET_FLAGS = {"cityscapes": "--cityscapes-root", "bdd100k": "--bdd-root", 
 
 def generalization_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The parser of the GTA5 -> {Cityscapes, BDD100k, Mapillary} generalisation trainer (``gta5_dg``)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data (the source trains; every target given is evaluated)")
     data.add_argument("--source-root", required=True, help=_SOURCES["gta5"][0])
     data.add_argument("--source-list", default=None, help="optional list of GTA5 image names to use (the scripts: "
@@ -620,16 +629,16 @@ def _fraction(value: str) -> str:
 
     try:
         share = parse_fraction(value, "--split")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).replace("`--split`", "a fraction")) from None
-    if share >= 1:
-        raise argparse.ArgumentTypeError(f"must leave images unlabelled (below 1), got {value!r}")
+    except ValueError:
+        share = None
+    if share is None or share >= 1:
+        raise argparse.ArgumentTypeError(f"expected a labelled fraction in (0, 1) such as 1/16 or 0.25, got {value!r}")
     return value
 
 
 def semi_supervised_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The parser of the semi-supervised Cityscapes trainer (``cityscapes_ssl``)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--root", required=True, help="Cityscapes folder with leftImg8bit/ and gtFine/")
     split = data.add_mutually_exclusive_group()

@@ -13,6 +13,7 @@ from diga.engine.guards import work_dir_lock
 from diga.engine.preflight import check_outputs, check_same_run, input_paths, integer
 from diga.engine.trainer_cli import (
     MAY_DIFFER_ON_RESUME,
+    OneLineParser,
     add_run_args,
     check_work_dir,
     parse_with_config,
@@ -63,7 +64,7 @@ def add_translator_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None, *, description: str | None = None) -> argparse.Namespace:
     """The translator trainer's flags (and ``--config``) as a namespace."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Defaults marked 'preset' come from --preset (paper / tiny values shown).")
     return parse_with_config(add_translator_args(p), argv)
 

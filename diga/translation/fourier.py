@@ -48,7 +48,7 @@ def fourier_translate(source: Tensor, target: Tensor, *, beta: float = 0.01) -> 
     source and target differ in content rather than look (another city of the
     same simulator: more buildings, fewer trees), the swap paints source
     classes in colours the target never gives them, and the warm-up pays for
-    it (the built-in ``layout`` shift: docs/guide.md, "What each part buys");
+    it (the built-in ``layout`` shift: docs/findings.md, "What does each part buy");
     there, pass no translator.
 
     Pairing: source ``i`` takes target ``i % B_t``, so a single target image

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from diga.engine.log import JsonlLogger, scalars
@@ -101,3 +102,21 @@ def test_summary_writer_needs_the_package(tmp_path):
     else:
         writer.close()
         assert any((tmp_path / "tb").iterdir())
+
+
+def test_logger_writes_strict_json_and_names_the_file_on_a_full_disk(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    from diga._io import WriteError
+
+    log = JsonlLogger(tmp_path / "log.jsonl", stage="warmup")
+    log.log(1, {"loss": float("nan"), "kd": torch.tensor(float("inf"))})
+    assert (tmp_path / "log.jsonl").read_text() == '{"stage": "warmup", "step": 1, "loss": null, "kd": null}\n'
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "open", full)
+    with pytest.raises(WriteError, match="cannot write .*log.jsonl: No space left on device"):
+        log.log(2, {"loss": 1.0})

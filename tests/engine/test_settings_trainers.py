@@ -86,3 +86,14 @@ def test_semi_supervised_flags(data, tmp_path):
             ssl.main(["--root", str(data / "cityscapes"), "--split", bad, "--work-dir", str(tmp_path), *FAST])
     with pytest.raises(SystemExit):  # one way to choose the split
         ssl.main(["--root", str(data / "cityscapes"), "--split", "1/8", "--labelled-list", "x.txt", *FAST])
+
+
+def test_example_scripts_end_a_bad_flag_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "cityscapes_semi_supervised.py"), "--root",
+                          str(tmp_path), "--split", "3/2"], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "--split" in lines[0] and "Traceback" not in run.stderr
