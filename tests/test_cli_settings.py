@@ -98,5 +98,13 @@ def test_adapt_semi_supervised_refuses_named_datasets(tmp_path, capsys):
     one_line_error(capsys, code, "--setting ssl")
 
 
+def test_adapt_semi_supervised_names_a_preset_it_lacks(shift, tmp_path, capsys):
+    code = main(["adapt", "--setting", "ssl", "--source-images", str(shift / "val" / "images"), "--source-labels",
+                 str(shift / "val" / "labels"), "--target-images", str(shift / "target" / "images"), "--num-classes",
+                 "8", "--preset", "dinov2", "--work-dir", str(tmp_path / "w")])
+    one_line_error(capsys, code, "--preset dinov2", "cityscapes_ssl")
+    assert not (tmp_path / "w").exists()
+
+
 def test_target_names_are_distinct():
     assert target_names(["a/images", "b/images", "a/images"]) == ["a", "b", "a_2"]

@@ -325,6 +325,9 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 def resolve_recipe(args: argparse.Namespace, benchmark: str) -> Recipe:
     """The preset's recipe with every recipe flag given applied (``--slide``/``--stride`` become its
     evaluation window, which wins over the preset's)."""
+    if args.preset not in list_presets(benchmark):
+        raise ValueError(f"--preset {args.preset} has no {benchmark} recipe; expected one of "
+                         f"{list(list_presets(benchmark))}")
     recipe = get_recipe(benchmark, args.preset)
     recipe = recipe.with_steps(args.warmup_steps, getattr(args, "self_training_steps", None))
     if getattr(args, "rounds", None) is not None:
