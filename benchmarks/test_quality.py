@@ -55,7 +55,7 @@ from _harness import RESULTS_DIR, RUN_RESULTS_DIR, write_rows
 from diga import AblationOptions, ClassBalancedSelector, ConfidenceThresholdSelector, MaskedConsistency
 from diga.data import SHIFT_KINDS
 from diga.demo import DemoConfig, ShiftExperiment
-from diga.engine.checkpoint import atomic_write_json
+from diga.engine.checkpoint import atomic_write_json, strict_json
 from diga.engine.distributed import DistInfo
 
 SUITE = "quality"
@@ -203,8 +203,8 @@ def _save_seed(directory: Path, seed: int, results: dict[str, dict[str, Any]],
 
     Returns every record of that commit and settings by seed, this one as written (without a commit:
     this seed's alone), so the table needs no second read of the folder."""
-    kept = json.loads(json.dumps({name: {k: v for k, v in r.items() if k != "history"}
-                                  for name, r in results.items()}))  # as a record holds it
+    kept = json.loads(strict_json({name: {k: v for k, v in r.items() if k != "history"}
+                                   for name, r in results.items()}))  # as a record holds it (NaN as null)
     directory.mkdir(parents=True, exist_ok=True)
     runs = _stored_seeds(directory, meta) if meta.get("commit") else {}
     runs[seed] = {**runs.get(seed, {}), **kept}

@@ -12,6 +12,7 @@ from diga._io import (
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
+    strict_json,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "get_rng_state",
     "load_checkpoint",
     "set_rng_state",
+    "strict_json",
 ]
 
 
