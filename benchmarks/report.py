@@ -46,7 +46,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DEFAULT_RESULTS = HERE / "results"
 DEFAULT_OUT = HERE.parent / "docs" / "benchmarks.md"
-SUITE_ORDER = ("components", "step", "quality", "quality_rows")
+SUITE_ORDER = ("components", "step", "quality", "quality_rows", "quality_mic", "dg", "ssl")
 
 __all__ = ["DEFAULT_OUT", "DEFAULT_RESULTS", "load_results", "main", "render", "render_markdown",
            "render_plot", "render_table"]
