@@ -265,3 +265,19 @@ def test_cli_docs_are_generated_from_the_parsers():
 def test_iou_table():
     table = format_iou_table(["a", "bb"], [1.0, 0.25], 0.625)
     assert table.splitlines()[-1].split() == ["mIoU", "62.5"]
+
+
+def test_adapt_pads_small_images_with_the_dinov2_tiny_preset(shift, tmp_path, capsys):
+    """64 x 64 folders with the ViT preset and its own model at its own 56 x 84 crop (``dinov2`` is the same
+    structure with a ViT-B/14 at 504 x 896: the same path, 33 s a step here, so not a test)."""
+    argv = adapt_args(shift, tmp_path / "run", "--warmup-steps", "1", "--self-training-steps", "1", "--rounds", "1")
+    argv[argv.index("tiny")] = "dinov2_tiny"
+    at = argv.index("--crop-size")
+    del argv[at:at + 3]
+    at = argv.index("--model")
+    del argv[at:at + 4]  # the preset's model: a timm DINOv2 ViT through TimmSegmenter
+    results = run(argv)
+    assert list(results["stages"]) == ["warmup", "self_training_1"]
+    assert 0 <= results["stages"]["self_training_1"]["miou"] <= 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("diga:")]
+    assert any("smaller than the 56 x 84 training crop: their crops are padded" in line for line in err), err
