@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import platform
 from collections.abc import Callable, Sequence
@@ -176,6 +177,20 @@ def _centroids(adapter: Adapter, data: DataSpec, path: Path, dist: DistInfo, num
         atomic_save(adapter.centroids.state_dict(), path)
 
 
+def _in_eval_window(fn):
+    """Run ``fn(recipe, data, ...)`` inside the recipe's sliding window, where it sets one."""
+
+    @functools.wraps(fn)
+    def wrapper(recipe: Recipe, data: DataSpec, **kwargs: Any) -> dict[str, Any]:
+        window = (contextlib.nullcontext() if recipe.eval_window is None
+                  else inference_window(recipe.eval_window, recipe.eval_stride))
+        with window:
+            return fn(recipe, data, **kwargs)
+
+    return wrapper
+
+
+@_in_eval_window
 def run_pipeline(
     recipe: Recipe,
     data: DataSpec,
@@ -218,34 +233,6 @@ def run_pipeline(
     Returns:
         The results dictionary written to ``results.json``.
     """
-    window = contextlib.nullcontext() if recipe.eval_window is None else inference_window(recipe.eval_window,
-                                                                                         recipe.eval_stride)
-    with window:
-        return _run_pipeline(
-            recipe, data, model=model, work_dir=work_dir, translator=translator, dist=dist, seed=seed, amp=amp,
-            num_workers=num_workers, resume=resume, show_progress=show_progress, config=config,
-            adapter_kwargs=adapter_kwargs, stop_on_collapse=stop_on_collapse,
-        )
-
-
-def _run_pipeline(
-    recipe: Recipe,
-    data: DataSpec,
-    *,
-    model: nn.Module,
-    work_dir: str | os.PathLike,
-    translator=None,
-    dist: DistInfo | None = None,
-    seed: int = 0,
-    amp: bool | str = False,
-    num_workers: int = 0,
-    resume: bool = True,
-    show_progress: bool = True,
-    config: dict[str, Any] | None = None,
-    adapter_kwargs: dict[str, Any] | None = None,
-    stop_on_collapse: bool = False,
-) -> dict[str, Any]:
-    """:func:`run_pipeline`'s body, inside its sliding-window context."""
     if (data.target is None) != (recipe.rounds == 0 and recipe.setting == "dg"):
         raise ValueError(f"`data.target` must be None exactly for domain generalisation (setting='dg'); got "
                          f"{'None' if data.target is None else 'a target'} for setting={recipe.setting!r}")
