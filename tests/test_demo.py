@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
 from diga.demo import VARIANT_LABELS, DemoConfig, check_expectations, format_expectations, format_table, run_demo
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.examples import example
 
 
 def test_demo_quick_writes_everything(tmp_path):
@@ -31,10 +28,7 @@ def test_demo_quick_writes_everything(tmp_path):
 
 
 def test_quickstart_example_is_the_demo(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "examples" / "quickstart.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--quick", "--work-dir", str(tmp_path), "--no-progress"])
+    example("quickstart").main(["--quick", "--work-dir", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
     assert "| variant | target mIoU (%) |" in out and "demo.png" in out
 

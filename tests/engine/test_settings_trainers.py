@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,10 @@ import pytest
 
 from diga.inference import load_model
 from tests.data.replicas import make_bdd100k, make_cityscapes, make_gta5, make_mapillary
+from tests.examples import example
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--preset", "tiny", "--device", "cpu", "--num-workers", "0", "--no-progress", "--warmup-steps", "2"]
-
-
-def example(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

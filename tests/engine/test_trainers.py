@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,17 +12,11 @@ import pytest
 
 from diga.inference import load_model
 from tests.data.replicas import make_cityscapes, make_gta5, make_synthia
+from tests.examples import example
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--preset", "tiny", "--device", "cpu", "--num-workers", "0", "--no-progress",
         "--warmup-steps", "3", "--self-training-steps", "2", "--model", "deeplabv2", "--encoder", "resnet18"]
-
-
-def example(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
