@@ -199,8 +199,8 @@ def test_adapt_pads_images_smaller_than_the_crop_with_the_paper_preset_too(shift
         (["adapt", "--source", "gta5", "--work-dir", "w"], "--source-root"),
     ],
 )
-def test_errors(tmp_path, args, match):
-    os.chdir(tmp_path)
+def test_errors(tmp_path, monkeypatch, args, match):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises((SystemExit, FileNotFoundError, ValueError), match=match):
         run(args)
 
