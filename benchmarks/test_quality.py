@@ -42,6 +42,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 from dataclasses import asdict, replace
@@ -196,6 +197,16 @@ def _record_dir(bench, shift: str) -> Path:
     return RUN_RESULTS_DIR / "quality-seeds" / f"{bench.mode}-{bench.device.type}" / shift
 
 
+def _free_work_dir(cfg: DemoConfig) -> None:
+    """Remove a stored seed's checkpoints: every stage keeps two (about 200 MB each here), so the
+    seeds and kinds of a full run would otherwise pile up tens of GB under the test's tmp_path."""
+    for child in Path(cfg.work_dir).iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def _save_seed(directory: Path, seed: int, results: dict[str, dict[str, Any]],
                meta: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
     """Write (or extend) seed ``seed``'s record: rows of an earlier run of the same commit and settings
@@ -342,6 +353,7 @@ def test_ablation(bench, tmp_path):
             results = _run_seed(cfg, seed, bench.device, shift, skip)
             with _results_lock():
                 stored = _save_seed(_record_dir(bench, shift), seed, results, meta)
+                _free_work_dir(cfg)
                 mine[seed] = stored[seed]
                 runs = stored if meta["commit"] else dict(mine)
                 rows = [row for name, label in labels.items() if (row := _row(shift, name, label, runs))]

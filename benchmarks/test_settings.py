@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import torch
 from _harness import RUN_RESULTS_DIR, write_rows
-from test_quality import _commit, _results_lock, _save_seed, _seed_ids, _settings, _shifts
+from test_quality import _commit, _free_work_dir, _results_lock, _save_seed, _seed_ids, _settings, _shifts
 
 from diga import AblationOptions
 from diga.data import SHIFT_KINDS
@@ -239,6 +239,7 @@ def test_settings(bench, tmp_path):
     if "dg" in suites:
         for seed in cfg.seeds:
             results = _run_dg(cfg, seed, bench.device)
+            _free_work_dir(cfg)
             with _results_lock():
                 rows = _dg_rows(_assemble(bench, "dg", "all", seed, results, meta))
                 write_rows("dg", rows, mode=bench.mode, device=bench.device, title=DG_TITLE,
@@ -255,6 +256,7 @@ def test_settings(bench, tmp_path):
         for kind in kinds:
             for seed in cfg.seeds:
                 results = _run_ssl(cfg, seed, bench.device, kind)
+                _free_work_dir(cfg)
                 with _results_lock():
                     runs = _assemble(bench, "ssl", kind, seed, results, meta)
                     rows = [r for name, label in SSL_ROWS if (r := _ssl_row(kind, name, label, runs))]
