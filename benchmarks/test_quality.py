@@ -198,7 +198,7 @@ def _record_dir(bench, shift: str) -> Path:
 
 
 def _free_work_dir(cfg: DemoConfig) -> None:
-    """Remove a stored seed's checkpoints: every stage keeps two (about 200 MB each here), so the
+    """Remove a stored seed's checkpoints: every stage keeps two (about 100 MB each here), so the
     seeds and kinds of a full run would otherwise pile up tens of GB under the test's tmp_path."""
     for child in Path(cfg.work_dir).iterdir():
         if child.is_dir():
