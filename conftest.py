@@ -1,7 +1,6 @@
-"""Root pytest configuration: names every doctest may use without importing, and a
-private temporary directory per doctest so the files its example writes are removed."""
+"""Root pytest configuration: names every doctest may use without importing, and the files
+that examples (doctests, the docs' code blocks) write kept under the test's ``tmp_path``."""
 
-import shutil
 import tempfile
 
 import pytest
@@ -17,13 +16,9 @@ def _doctest_names(doctest_namespace):
 
 
 @pytest.fixture(autouse=True)
-def _doctest_temp_files_removed(request, monkeypatch):
-    """Examples write with ``tempfile.mkdtemp()`` as a reader would; point it at a directory
-    removed after the example, so a run does not leave model files and checkpoints in /tmp."""
-    if not isinstance(request.node, DoctestItem):
-        yield
-        return
-    root = tempfile.mkdtemp(prefix="diga-doctest-")
-    monkeypatch.setattr(tempfile, "tempdir", root)
-    yield
-    shutil.rmtree(root, ignore_errors=True)
+def _example_temp_files_in_tmp_path(request, monkeypatch):
+    """Examples write with ``tempfile.mkdtemp()`` as a reader would; for a doctest or a test marked
+    ``examples`` that lands in ``tmp_path``, removed with it, instead of model files and checkpoints
+    left in /tmp."""
+    if isinstance(request.node, DoctestItem) or request.node.get_closest_marker("examples"):
+        monkeypatch.setattr(tempfile, "tempdir", str(request.getfixturevalue("tmp_path")))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,9 @@ def _blocks(path: Path) -> list[str]:
     return BLOCK.findall(path.read_text())
 
 
+@pytest.mark.examples  # their mkdtemp() files go under tmp_path (conftest.py)
 @pytest.mark.parametrize("path", [p for p in FILES if _blocks(p)], ids=lambda p: str(p.relative_to(ROOT)))
-def test_doc_examples_run(path, tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the examples' mkdtemp() files go with tmp_path
+def test_doc_examples_run(path):
     namespace: dict = {"__name__": f"doc_{path.stem}"}
     for i, code in enumerate(_blocks(path)):
         try:
